@@ -1,0 +1,1 @@
+"""Command-line entry points other than the daemons: `ceems` (demo)."""

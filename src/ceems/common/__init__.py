@@ -1,0 +1,1 @@
+"""Pieces every command shares: logging, web config (TLS, basic auth)."""

@@ -1,0 +1,1 @@
+"""Emission-factor providers: grid carbon intensity per country, static or fetched online."""

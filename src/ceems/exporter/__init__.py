@@ -1,0 +1,1 @@
+"""ceems_exporter: the per-node Prometheus exporter."""

@@ -1,0 +1,1 @@
+"""Built-in collectors, one module each, registered as `ceems.collectors` entry points."""

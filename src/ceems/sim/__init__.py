@@ -1,0 +1,1 @@
+"""The cluster simulator behind `ceems demo`, tests and benchmarks."""

@@ -1,0 +1,32 @@
+"""Examples in deploy/ are loaded, so they never rot."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import shlex
+
+from ceems.common.webconfig import BasicAuth, parse_web_config
+from ceems.exporter.cli import build_parser
+from ceems.exporter.registry import load_factories
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_example_web_config_is_valid_and_its_password_works() -> None:
+    path = DEPLOY / "exporter" / "web-config.yml"
+    config = parse_web_config(path.read_text(), path.parent)
+    assert config.tls is not None and config.tls.cert_file == path.parent / "ceems.crt"
+    header = "Basic " + base64.b64encode(b"prometheus:change-me").decode()
+    assert BasicAuth(config.basic_auth_users).check(header)
+
+
+def test_systemd_unit_flags_parse() -> None:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(DEPLOY / "systemd" / "ceems_exporter.service")
+    argv = shlex.split(unit["Service"]["ExecStart"].replace("\\\n", " "))
+    assert argv[0].endswith("ceems_exporter")
+    options = build_parser(load_factories()).parse_args(argv[1:])
+    assert options.collector_ipmi_dcmi is True
+    assert options.web_config_file == "/etc/ceems/web-config.yml"

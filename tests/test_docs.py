@@ -1,0 +1,68 @@
+"""Documentation is checked: every exporter flag and every metric it emits is documented."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from ceems.exporter.cli import build_parser
+from ceems.exporter.registry import load_factories
+from tests.conftest import ROOT, StartExporter
+from tests.exporter.node_tree import full_node
+
+EXPORTER_DOC = (ROOT / "docs" / "exporter.md").read_text()
+
+
+def expand(pattern: str) -> list[str]:
+    """`a_{b,c}_d` -> [`a_b_d`, `a_c_d`]; several groups multiply."""
+    parts = re.split(r"\{([^}]*)\}", pattern)
+    choices = [[p] if i % 2 == 0 else p.split(",") for i, p in enumerate(parts)]
+    return ["".join(c) for c in itertools.product(*choices)]
+
+
+def documented_metric_patterns() -> list[re.Pattern[str]]:
+    names = re.findall(r"`(ceems_[A-Za-z0-9_{},<>]+)`", EXPORTER_DOC)
+    patterns = []
+    for name in names:
+        for concrete in expand(name):
+            regex = re.escape(concrete).replace(r"<", "<").replace(r">", ">")
+            regex = re.sub(r"<[A-Za-z]+>", r"[A-Za-z0-9_]+", regex)
+            patterns.append(re.compile(f"^{regex}$"))
+    return patterns
+
+
+def test_every_flag_is_documented() -> None:
+    parser = build_parser(load_factories())
+    flags = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--version")
+    }
+    # Enable/disable pairs are documented once, in the collector table, by name.
+    pairs = {f for f in flags if re.fullmatch(r"--(no-)?collector\.\w+", f)} - {
+        "--collector.disable-defaults",
+        "--collector.empty-hostname-label",
+        "--collector.hostname",
+    }
+    collectors = {f.split(".", 1)[1] for f in pairs}
+    assert sorted(f for f in flags - pairs if f"`{f}`" not in EXPORTER_DOC) == []
+    assert sorted(c for c in collectors if f"| `{c}` |" not in EXPORTER_DOC) == []
+
+
+def test_every_emitted_metric_is_documented(start_exporter: StartExporter, tmp_path: Path) -> None:
+    _, flags = full_node(tmp_path / "node")
+    exporter = start_exporter(*flags, "--collector.meminfo.all-stats")
+    url = f"http://127.0.0.1:{exporter.server.ports[0]}/metrics"
+    deadline = time.monotonic() + 15
+    while 'collector="ipmi_dcmi"} 1.0' not in (text := httpx.get(url).text):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    exposed = set(re.findall(r"^# TYPE (ceems_\w+) ", text, re.M))  # counters carry _total
+    patterns = documented_metric_patterns()
+    undocumented = sorted(n for n in exposed if not any(p.match(n) for p in patterns))
+    assert undocumented == []
