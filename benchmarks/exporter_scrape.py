@@ -63,6 +63,32 @@ def raw_read_s(node: SimulatedNode, rounds: int) -> float:
     return statistics.median(times)
 
 
+def in_process_render_s(flags: list[str], rounds: int) -> float:
+    """Median time to collect and encode one scrape without HTTP, in this process."""
+    from prometheus_client import generate_latest
+
+    from ceems.exporter.cli import build_exporter, build_parser
+    from ceems.exporter.registry import load_factories
+
+    factories = load_factories()
+    options = build_parser(factories).parse_args(
+        [*flags, "--web.listen-address=127.0.0.1:0", "--log.level=error"]
+    )
+    exporter = build_exporter(options, factories)
+    try:
+        time.sleep(0.5)  # let the background samplers take their first reading
+        for _ in range(20):
+            generate_latest(exporter.registry)
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            generate_latest(exporter.registry)
+            times.append(time.perf_counter() - started)
+    finally:
+        exporter.close()
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scrapes", type=int, default=500)
@@ -114,12 +140,14 @@ def main() -> int:
         exporter.terminate()
         exporter.wait(timeout=15)
     raw = raw_read_s(node, 2000)
+    render = in_process_render_s([f for f in flags if "listen-address" not in f], args.scrapes)
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
     print(f"series per scrape          {series}")
     print(f"scrapes                    {args.scrapes}")
     print(f"scrape latency p50         {p50 * 1e3:.2f} ms   (target < 10 ms)")
     print(f"scrape latency p99         {p99 * 1e3:.2f} ms")
     print(f"exporter RSS               {rss:.1f} MB   (target < 40 MB)")
+    print(f"collect+encode, no HTTP    {render * 1e3:.2f} ms")
     print(f"raw file reads per scrape  {raw * 1e3:.3f} ms")
     print(f"ratio scrape p50 / raw     {p50 / raw:.1f}x")
     return 0

@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -210,8 +210,8 @@ class ExporterServer:
 
     def shutdown(self) -> None:
         """Stop serving and close the sockets."""
-        stoppers: list[Callable[[], None]] = [s.shutdown for s in self.servers if self._threads]
-        for stop in stoppers:
-            stop()
+        if self._threads:  # serve_forever is running: ask it to return first
+            for server in self.servers:
+                server.shutdown()
         for server in self.servers:
             server.server_close()
