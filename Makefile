@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 services:
-	scripts/services.sh install prometheus
+	scripts/services.sh install prometheus slurm
 
 demo: $(STAMP) services
 	$(BIN)/ceems demo

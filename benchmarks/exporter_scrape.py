@@ -1,26 +1,45 @@
-"""Scrape latency and memory of ceems_exporter on a simulated node.
+"""Scrape latency and memory of ceems_exporter on a simulated node, with 0 to 1000 units.
 
-Prints median and p99 latency of /metrics over HTTP, the exporter's resident memory, and the
-ratio of scrape time to the raw cost of reading the same files in a tight loop. Targets
-(issue 2): node-level scrape p50 under 10 ms and RSS under 40 MB on a 2-core machine.
+For each case prints median and p99 latency of /metrics over HTTP, the exporter's resident
+memory, series per compute unit and the ratio of scrape time to the raw cost of reading the
+same files in a tight loop. Targets (issues 2 and 3, 2-core machine): node-level p50 < 10 ms,
+RSS < 40 MB; 100 units p50 < 30 ms, 1000 units p50 < 250 ms, RSS < 60 MB, <= 12 series/unit.
 
-    .venv/bin/python benchmarks/exporter_scrape.py [--scrapes 500]
+    .venv/bin/python benchmarks/exporter_scrape.py [--units 0,10,100,1000] [--scrapes 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from ceems.sim.cgroups import SimCgroups, slurm_jobs
 from ceems.sim.node import NodeSpec, SimulatedNode
+
+UNIT_FILES = ("cgroup.events", "cpu.stat", "cpuset.cpus.effective", "memory.stat",
+              "memory.current", "memory.max", "memory.events")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Result:
+    units: int
+    series: int
+    unit_series: int
+    p50_s: float
+    p99_s: float
+    rss_mb: float
+    render_s: float
+    raw_s: float
 
 
 def free_port() -> int:
@@ -41,24 +60,23 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def raw_read_s(node: SimulatedNode, rounds: int) -> float:
-    """Median time to read every file a node-level scrape reads, without parsing."""
+def raw_read_s(node: SimulatedNode, cgroupfs: Path | None, rounds: int) -> float:
+    """Median time to list and read every file one scrape reads, without parsing."""
     files = [node.procfs / "stat", node.procfs / "meminfo"]
-    powercap = node.sysfs / "class" / "powercap"
-    for zone in sorted(powercap.iterdir()):
+    for zone in sorted((node.sysfs / "class" / "powercap").iterdir()):
         files += [zone / "energy_uj", zone / "constraint_0_power_limit_uw"]
     hwmon = node.sysfs / "class" / "hwmon" / "hwmon0"
-    files += [
-        hwmon / "name",
-        hwmon / "power1_input",
-        hwmon / "power1_average",
-        hwmon / "energy1_input",
-    ]
+    files += [hwmon / n for n in ("name", "power1_input", "power1_average", "energy1_input")]
+    scope = cgroupfs / "system.slice" / "slurmstepd.scope" if cgroupfs else None
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
         for path in files:
             path.read_bytes()
+        if scope is not None:
+            for entry in os.scandir(scope):
+                for name in UNIT_FILES:
+                    Path(entry.path, name).read_bytes()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -77,7 +95,7 @@ def in_process_render_s(flags: list[str], rounds: int) -> float:
     exporter = build_exporter(options, factories)
     try:
         time.sleep(0.5)  # let the background samplers take their first reading
-        for _ in range(20):
+        for _ in range(5):
             generate_latest(exporter.registry)
         times = []
         for _ in range(rounds):
@@ -89,16 +107,10 @@ def in_process_render_s(flags: list[str], rounds: int) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scrapes", type=int, default=500)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ceems-bench-"))
-    node = SimulatedNode(root, NodeSpec(hostname="bench-node"), seed=1)
-    node.advance(10.0)
-    port = free_port()
+def run_case(units: int, scrapes: int, root: Path) -> Result:
+    node = SimulatedNode(root / "node", NodeSpec(hostname="bench-node"), seed=1)
+    cgroupfs = None
     flags = [
-        f"--web.listen-address=127.0.0.1:{port}",
         f"--path.procfs={node.procfs}",
         f"--path.sysfs={node.sysfs}",
         "--collector.hwmon",
@@ -109,11 +121,27 @@ def main() -> int:
         "--collector.emissions.provider=global",
         "--log.level=warn",
     ]
-    exporter = subprocess.Popen([sys.executable, "-m", "ceems.exporter.cli", *flags])
+    if units:
+        cgroupfs = root / "cgroup"
+        node.cgroups = SimCgroups(cgroupfs, node.procfs, "v2", seed=1)
+        for job in slurm_jobs(units):
+            node.cgroups.add(job)
+        flags += ["--collector.slurm", f"--path.cgroupfs={cgroupfs}", "--collector.gpu.type=nogpu"]
+    node.advance(10.0)
+    port = free_port()
+    exporter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ceems.exporter.cli",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *flags,
+        ]
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        with httpx.Client() as client:
-            deadline = time.monotonic() + 30
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     body = client.get(url).text
@@ -124,12 +152,13 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise RuntimeError("exporter did not come up")
                 time.sleep(0.1)
-            series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
-            for _ in range(20):  # warm-up
+            samples = [line for line in body.splitlines() if line and not line.startswith("#")]
+            unit_series = sum(1 for line in samples if 'uuid="1000"' in line)
+            for _ in range(5):  # warm-up
                 client.get(url)
             latencies = []
-            for i in range(args.scrapes):
-                if i % 50 == 0:
+            for i in range(scrapes):
+                if i % 20 == 0:
                     node.advance(1.0)  # files change between scrapes, as on a real node
                 started = time.perf_counter()
                 response = client.get(url)
@@ -139,17 +168,37 @@ def main() -> int:
     finally:
         exporter.terminate()
         exporter.wait(timeout=15)
-    raw = raw_read_s(node, 2000)
-    render = in_process_render_s([f for f in flags if "listen-address" not in f], args.scrapes)
-    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
-    print(f"series per scrape          {series}")
-    print(f"scrapes                    {args.scrapes}")
-    print(f"scrape latency p50         {p50 * 1e3:.2f} ms   (target < 10 ms)")
-    print(f"scrape latency p99         {p99 * 1e3:.2f} ms")
-    print(f"exporter RSS               {rss:.1f} MB   (target < 40 MB)")
-    print(f"collect+encode, no HTTP    {render * 1e3:.2f} ms")
-    print(f"raw file reads per scrape  {raw * 1e3:.3f} ms")
-    print(f"ratio scrape p50 / raw     {p50 / raw:.1f}x")
+    rounds = max(20, scrapes if units < 1000 else scrapes // 4)
+    return Result(
+        units=units,
+        series=len(samples),
+        unit_series=unit_series,
+        p50_s=statistics.median(latencies),
+        p99_s=percentile(latencies, 0.99),
+        rss_mb=rss,
+        render_s=in_process_render_s(flags, rounds),
+        raw_s=raw_read_s(node, cgroupfs, rounds),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", default="0,10,100,1000", help="comma-separated unit counts")
+    parser.add_argument("--scrapes", type=int, default=200)
+    args = parser.parse_args()
+    counts = [int(c) for c in args.units.split(",")]
+    print(f"{'units':>6} {'series':>7} {'per unit':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'RSS MB':>7} {'no-HTTP ms':>10} {'raw ms':>8} {'p50/raw':>8}")  # fmt: skip
+    for count in counts:
+        with tempfile.TemporaryDirectory(prefix="ceems-bench-") as tmp:
+            scrapes = args.scrapes if count < 1000 else max(20, args.scrapes // 4)
+            r = run_case(count, scrapes, Path(tmp))
+        print(
+            f"{r.units:>6} {r.series:>7} {r.unit_series:>8} {r.p50_s * 1e3:>8.2f} "
+            f"{r.p99_s * 1e3:>8.2f} {r.rss_mb:>7.1f} {r.render_s * 1e3:>10.2f} "
+            f"{r.raw_s * 1e3:>8.3f} {r.p50_s / r.raw_s:>7.1f}x",
+            flush=True,
+        )
     return 0
 
 

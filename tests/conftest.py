@@ -14,6 +14,8 @@ import pytest
 from ceems.exporter.cli import Exporter, build_exporter, build_parser
 from ceems.exporter.registry import load_factories
 
+pytest_plugins = ["tests.slurm_service"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -50,7 +50,17 @@ def test_every_flag_is_documented() -> None:
         "--collector.hostname",
     }
     collectors = {f.split(".", 1)[1] for f in pairs}
-    assert sorted(f for f in flags - pairs if f"`{f}`" not in EXPORTER_DOC) == []
+    # A flag every unit collector has is documented once as `--collector.<manager>.option`.
+    templates = [
+        re.compile("^" + re.escape(t).replace(re.escape("<manager>"), r"\w+") + "$")
+        for t in re.findall(r"`(--collector\.<manager>\.[\w.-]+)`", EXPORTER_DOC)
+    ]
+    undocumented = [
+        f
+        for f in flags - pairs
+        if f"`{f}`" not in EXPORTER_DOC and not any(t.match(f) for t in templates)
+    ]
+    assert sorted(undocumented) == []
     assert sorted(c for c in collectors if f"| `{c}` |" not in EXPORTER_DOC) == []
 
 

@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ceems.sim.workload import Workload
+
+if TYPE_CHECKING:
+    from ceems.sim.cgroups import SimCgroups
 
 USER_HZ = 100
 # The value most Intel server CPUs report in max_energy_range_uj (about 262 kJ).
@@ -67,6 +71,9 @@ class SimulatedNode:
     cpu_ticks: dict[str, float] = field(default_factory=dict)
     energy_j: dict[str, float] = field(default_factory=dict)
     power_w: dict[str, float] = field(default_factory=dict)
+    # Compute units running on the node; when there are any, they set its CPU load.
+    cgroups: SimCgroups | None = None
+    unit_energy_j: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -175,8 +182,11 @@ class SimulatedNode:
             # Energy over the step at the power that held during it, then the new state.
             for zone, watts in self.power_w.items():
                 self.energy_j[zone] += watts * dt_s
-            cpu_s = self.spec.cpus * dt_s * USER_HZ
             load = self.workload.cpu
+            if self.cgroups is not None and self.cgroups.units:
+                self._share_dynamic_energy(dt_s)
+                self.cgroups.advance(dt_s)
+            cpu_s = self.spec.cpus * dt_s * USER_HZ
             self.cpu_ticks["user"] += cpu_s * load * 0.85
             self.cpu_ticks["system"] += cpu_s * load * 0.12
             self.cpu_ticks["softirq"] += cpu_s * load * 0.01
@@ -184,8 +194,26 @@ class SimulatedNode:
             self.cpu_ticks["idle"] += cpu_s * (1 - load)
             self.elapsed_s += dt_s
             self.workload.step(dt_s)
+            if self.cgroups is not None and self.cgroups.units:
+                busy = sum(self.cgroups.busy_cpus().values())
+                self.workload.cpu = min(1.0, busy / self.spec.cpus)
             self._update_power()
             self._write()
+
+    def _share_dynamic_energy(self, dt_s: float) -> None:
+        """Ground truth per unit: the package power above idle, split by busy CPUs."""
+        assert self.cgroups is not None
+        busy = self.cgroups.busy_cpus()
+        total = sum(busy.values())
+        if total <= 0:
+            return
+        dynamic_w = sum(
+            w - self.spec.package_idle_w for z, w in self.power_w.items() if z.startswith("package")
+        )
+        for uuid, cpus in busy.items():
+            self.unit_energy_j[uuid] = (
+                self.unit_energy_j.get(uuid, 0.0) + dynamic_w * dt_s * cpus / total
+            )
 
     def _write(self) -> None:
         spec = self.spec

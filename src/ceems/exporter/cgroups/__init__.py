@@ -1,0 +1,1 @@
+"""Compute units from cgroups: discovery per resource manager and resource accounting."""
