@@ -65,14 +65,29 @@ def test_every_flag_is_documented() -> None:
 
 
 def test_every_emitted_metric_is_documented(start_exporter: StartExporter, tmp_path: Path) -> None:
+    from ceems.sim.redfish import FakeChassis, FakeRedfishServer, PowerWindow
+    from tests.exporter.node_tree import gpu_node
+
     _, flags = full_node(tmp_path / "node")
-    exporter = start_exporter(*flags, "--collector.meminfo.all-stats")
-    url = f"http://127.0.0.1:{exporter.server.ports[0]}/metrics"
-    deadline = time.monotonic() + 15
-    while 'collector="ipmi_dcmi"} 1.0' not in (text := httpx.get(url).text):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    exposed = set(re.findall(r"^# TYPE (ceems_\w+) ", text, re.M))  # counters carry _total
+    redfish = FakeRedfishServer([FakeChassis("c1", PowerWindow(lambda: 300.0))]).start()
+    try:
+        _, gpu_flags = gpu_node(tmp_path / "gpu", redfish.url)
+        exposed: set[str] = set()
+        for node_flags, ready in (
+            ([*flags, "--collector.meminfo.all-stats"], "ipmi_dcmi"),
+            ([*gpu_flags, "--collector.slurm.swap-memory-metrics",
+              "--collector.slurm.psi-metrics", "--collector.slurm.blkio-metrics"], "redfish"),
+        ):  # fmt: skip
+            exporter = start_exporter(*node_flags)
+            url = f"http://127.0.0.1:{exporter.server.ports[0]}/metrics"
+            deadline = time.monotonic() + 15
+            while f'collector="{ready}"}} 1.0' not in (text := httpx.get(url).text):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            exposed |= set(re.findall(r"^# TYPE (ceems_\w+) ", text, re.M))  # with _total
+    finally:
+        redfish.stop()
     patterns = documented_metric_patterns()
     undocumented = sorted(n for n in exposed if not any(p.match(n) for p in patterns))
     assert undocumented == []
+    assert "ceems_compute_unit_gpu_index_flag" in exposed

@@ -20,7 +20,10 @@ COUNT = 'non-histogram and non-summary metrics should not have "_count" suffix'
 CEEMS_NAME_LINTS = (
     re.compile(rf"^ceems_meminfo_\w+ {re.escape(CAMEL)}$"),
     re.compile(rf"^ceems_emissions_gCo2_kWh {re.escape(CAMEL)}$"),
-    re.compile(rf"^ceems_(cpu|cpu_per_core)_count {re.escape(COUNT)}$"),
+    re.compile(
+        rf"^ceems_(cpu|cpu_per_core|compute_unit_gpu_sm|compute_unit_memory_fail|"
+        rf"compute_unit_memsw_fail)_count {re.escape(COUNT)}$"
+    ),
 )
 
 

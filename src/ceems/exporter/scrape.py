@@ -15,6 +15,27 @@ from ceems.exporter.collector import Collector, NoDataError, SampledCollector
 log = logging.getLogger(__name__)
 
 
+def merge_families(merged: dict[str, Metric], families: list[Metric], collector: str) -> None:
+    """Add a collector's families; one name emitted by several collectors becomes one family.
+
+    Several unit collectors on one node (slurm and userslice, say) all emit
+    `ceems_compute_units` and the per-unit families; the exposition format allows each name
+    once, so their samples are joined. A name reused with another type is a plugin bug: the
+    later family is dropped and logged rather than breaking the whole scrape.
+    """
+    for family in families:
+        first = merged.get(family.name)
+        if first is None:
+            merged[family.name] = family
+        elif first.type == family.type:
+            first.samples.extend(family.samples)
+        else:
+            log.error(
+                "metric name reused with another type",
+                extra={"collector": collector, "metric": family.name, "type": family.type},
+            )
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # registry keys collectors by identity
 class ScrapeGuard:
     """One registry collector wrapping all enabled collectors, as CEEMS' `execute()` does.
@@ -44,6 +65,7 @@ class ScrapeGuard:
             "Age of the last good sample of a background-sampled source, in seconds.",
             labels=["collector", "source"],
         )
+        merged: dict[str, Metric] = {}
         for name, collector in sorted(self.collectors.items()):
             started = time.perf_counter()
             try:
@@ -66,7 +88,8 @@ class ScrapeGuard:
                     sample_age = sampler.age_s()
                     if sample_age is not None:
                         age.add_metric([name, sampler.name], sample_age)
-            yield from families
+            merge_families(merged, families, name)
+        yield from merged.values()
         yield duration
         yield success
         if age.samples:

@@ -163,6 +163,18 @@ class SimCgroups:
             write_atomic(d / "memory.max", f"{limit}\n" if limit else "max\n")
             write_atomic(d / "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
             write_atomic(d / "cpu.weight", f"{1 + ((unit.cpus * 1024 - 2) * 9999) // 262142}\n")
+            waited_us = int(unit.cpu_user_s * 1e4)  # about 1 % of CPU time spent waiting
+            write_atomic(
+                d / "cpu.pressure", f"some avg10=0.00 avg60=0.00 avg300=0.00 total={waited_us}\n"
+            )
+            write_atomic(d / "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+            write_atomic(d / "memory.swap.current", "0\n")
+            write_atomic(d / "memory.swap.max", "max\n")
+            io = int(unit.cpu_user_s * 1e6)
+            write_atomic(
+                d / "io.stat",
+                f"8:0 rbytes={io} wbytes={io // 2} rios={io // 4096} wios={io // 8192}\n",
+            )
             return
         cpuacct, memory, cpuset, _ = self._dirs(unit)
         write_atomic(cpuacct / "cpuacct.usage_user", f"{int(unit.cpu_user_s * 1e9)}\n")

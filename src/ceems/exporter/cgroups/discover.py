@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ceems.exporter.cgroups.fs import CgroupFS
+from ceems.exporter.cgroups.stats import read_small_file
 from ceems.exporter.cgroups.unit import CgroupUnit
 
 # (match, rel) -> unit, or None to skip this directory (not a unit after all).
@@ -86,9 +87,8 @@ def all_pids(directory: Path) -> tuple[int, ...]:
 def is_populated(fs: CgroupFS, rel: str, active_subsystem: str) -> bool:
     """Whether any process is left in the unit (v2: cgroup.events, v1: a procs walk)."""
     if fs.version == "v2":
-        events = fs.root / rel / "cgroup.events"
         try:
-            for line in events.read_text().splitlines():
+            for line in read_small_file(f"{fs.root}/{rel}/cgroup.events").splitlines():
                 if line.startswith("populated "):
                     return line.split()[1] == "1"
         except FileNotFoundError:

@@ -7,6 +7,7 @@ when unlimited), fail count = v1 `memory.failcnt` / v2 `memory.events` max.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +102,27 @@ def parse_rdma_current(text: str) -> dict[str, dict[str, float]]:
     return devices
 
 
-def _read(path: Path) -> str:
-    return path.read_text()
+def read_small_file(path: str | Path) -> str:
+    """Whole content of a small kernel file.
+
+    A scrape reads thousands of cgroup files; a raw os.read avoids the buffered text
+    wrapper and pathlib work that otherwise cost more than the system calls themselves.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
+
+
+def _read_optional(path: str) -> str | None:
+    try:
+        return read_small_file(path)
+    except FileNotFoundError:
+        return None
+
+
+_read = read_small_file
 
 
 def _limit(text: str) -> float | None:
@@ -125,33 +145,33 @@ class StatsOptions:
 
 def read_stats_v2(unit_dir: Path, options: StatsOptions) -> UnitStats:
     """Stats of a unified-hierarchy cgroup."""
+    d = str(unit_dir)
     stats = UnitStats()
-    cpu = parse_flat_keyed(_read(unit_dir / "cpu.stat"))
+    cpu = parse_flat_keyed(_read(f"{d}/cpu.stat"))
     stats.cpu_user_s = cpu.get("user_usec", 0.0) / 1e6
     stats.cpu_system_s = cpu.get("system_usec", 0.0) / 1e6
-    cpuset = unit_dir / "cpuset.cpus.effective"
-    if cpuset.exists():
-        stats.cpus = count_cpus(_read(cpuset))
-    memory = parse_flat_keyed(_read(unit_dir / "memory.stat"))
+    if (cpuset := _read_optional(f"{d}/cpuset.cpus.effective")) is not None:
+        stats.cpus = count_cpus(cpuset)
+    memory = parse_flat_keyed(_read(f"{d}/memory.stat"))
     stats.memory_rss = memory.get("anon", 0.0)
     stats.memory_cache = memory.get("file", 0.0)
-    stats.memory_used = float(_read(unit_dir / "memory.current"))
-    stats.memory_total = _limit(_read(unit_dir / "memory.max"))
-    events = parse_flat_keyed(_read(unit_dir / "memory.events"))
+    stats.memory_used = float(_read(f"{d}/memory.current"))
+    stats.memory_total = _limit(_read(f"{d}/memory.max"))
+    events = parse_flat_keyed(_read(f"{d}/memory.events"))
     stats.memory_fail_count = events.get("max", 0.0)
-    if options.swap and (unit_dir / "memory.swap.current").exists():
-        stats.memsw_used = float(_read(unit_dir / "memory.swap.current"))
-        stats.memsw_total = _limit(_read(unit_dir / "memory.swap.max"))
-        swap_events = unit_dir / "memory.swap.events"
-        if swap_events.exists():
-            stats.memsw_fail_count = parse_flat_keyed(_read(swap_events)).get("fail", 0.0)
-    if options.psi:
-        stats.cpu_psi_s = parse_psi_total_s(_read(unit_dir / "cpu.pressure"))
-        stats.memory_psi_s = parse_psi_total_s(_read(unit_dir / "memory.pressure"))
-    if options.blkio and (unit_dir / "io.stat").exists():
-        stats.blkio = parse_io_stat(_read(unit_dir / "io.stat"))
-    if options.rdma and (unit_dir / "rdma.current").exists():
-        stats.rdma = parse_rdma_current(_read(unit_dir / "rdma.current"))
+    if options.swap and (swap := _read_optional(f"{d}/memory.swap.current")) is not None:
+        stats.memsw_used = float(swap)
+        stats.memsw_total = _limit(_read(f"{d}/memory.swap.max"))
+        if (swap_events := _read_optional(f"{d}/memory.swap.events")) is not None:
+            stats.memsw_fail_count = parse_flat_keyed(swap_events).get("fail", 0.0)
+    # Absent on kernels booted with psi=0: then there is nothing to export, not an error.
+    if options.psi and (cpu_pressure := _read_optional(f"{d}/cpu.pressure")) is not None:
+        stats.cpu_psi_s = parse_psi_total_s(cpu_pressure)
+        stats.memory_psi_s = parse_psi_total_s(_read(f"{d}/memory.pressure"))
+    if options.blkio and (io := _read_optional(f"{d}/io.stat")) is not None:
+        stats.blkio = parse_io_stat(io)
+    if options.rdma and (rdma := _read_optional(f"{d}/rdma.current")) is not None:
+        stats.rdma = parse_rdma_current(rdma)
     return stats
 
 
