@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,9 @@ def test_units_drive_node_load_and_share_its_dynamic_energy(tmp_path: Path) -> N
     dynamic = node.ground_truth()["package-0_joules"] - start - spec.package_idle_w * 10
     assert sum(node.unit_energy_j.values()) == pytest.approx(dynamic, rel=1e-9)
     assert node.unit_energy_j["1"] > node.unit_energy_j["2"]
+    written = json.loads((tmp_path / "node/state/units_ground_truth.json").read_text())
+    assert written == node.unit_ground_truth()
+    assert written["1"]["dynamic_energy_joules"] == node.unit_energy_j["1"]
 
 
 def test_slurm_environ_carries_gpus(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from ceems.sim.cgroups import SimCgroups, SimUnit
+from ceems.sim.gpus import demo_gpus, write_fake_nvidia_smi
 from ceems.sim.node import NodeSpec, SimulatedNode
 from ceems.sim.prometheus import PrometheusNotFoundError, PrometheusProcess, scrape_config
 
@@ -28,7 +30,13 @@ def free_port() -> int:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `ceems demo`."""
-    parser.add_argument("--nodes", type=int, default=1, help="Simulated nodes (default: 1).")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=4,
+        help="Simulated nodes (default: 4): SLURM nodes, node 1 with GPUs, node 3 with user "
+        "sessions.",
+    )
     parser.add_argument("--seed", type=int, default=42, help="Workload seed (default: 42).")
     parser.add_argument(
         "--speed",
@@ -76,6 +84,7 @@ def start_node(data_dir: Path, index: int, seed: int, speed: float) -> DemoNode:
     hostname = f"sim-node-{index}"
     spec = NodeSpec(hostname=hostname, cray=index % 3 == 2)
     sim = SimulatedNode(data_dir / "nodes" / hostname, spec, seed + index)
+    unit_flags = add_units(sim, index)
     stop = threading.Event()
     thread = threading.Thread(target=sim.run, args=(stop, 1.0, speed), daemon=True)
     thread.start()
@@ -95,6 +104,7 @@ def start_node(data_dir: Path, index: int, seed: int, speed: float) -> DemoNode:
     ]
     if spec.cray:
         flags.append("--collector.cray_pm_counters")
+    flags += unit_flags
     exporter = subprocess.Popen(
         [sys.executable, "-m", "ceems.exporter.cli", *flags],
         stdout=log,
@@ -103,6 +113,40 @@ def start_node(data_dir: Path, index: int, seed: int, speed: float) -> DemoNode:
     )
     log.close()
     return DemoNode(sim, stop, thread, exporter, port)
+
+
+def add_units(sim: SimulatedNode, index: int) -> list[str]:
+    """Compute units on a demo node and the exporter flags that read them.
+
+    Node 1 is a GPU node (two whole GPUs and one split into MIG instances) whose jobs hold
+    GPUs; node 3 is a small-cluster node where users work in their own sessions; the others
+    run plain SLURM jobs.
+    """
+    cgroupfs = sim.root / "cgroup"
+    sim.cgroups = SimCgroups(cgroupfs, sim.procfs, "v2", seed=index)
+    flags = [f"--path.cgroupfs={cgroupfs}"]
+    first_job = 1000 + 100 * index
+    if index == 3:
+        for uid in (1001, 1002):
+            name = f"user{uid}"
+            sim.cgroups.add(SimUnit("userslice", name, 4, None, pid=30000 + uid, uid=uid))
+        return [*flags, "--collector.userslice"]
+    gpus: tuple[tuple[str, ...], ...] = ((), (), ())
+    if index == 1:
+        nvidia_smi = write_fake_nvidia_smi(sim.bin_dir, demo_gpus())
+        gpus = (("0",), ("1",), ("2", "3"))
+        flags += ["--collector.gpu.type=nvidia", f"--collector.gpu.nvidia-smi-path={nvidia_smi}"]
+    else:
+        flags.append("--collector.gpu.type=nogpu")
+    for k, job_gpus in enumerate(gpus):
+        job = SimUnit("slurm", str(first_job + k), cpus=4, memory_limit_bytes=8 * 2**30,
+                      pid=20000 + first_job + k, uid=1001 + k % 2, gpus=job_gpus)  # fmt: skip
+        sim.cgroups.add(job)
+    return [
+        *flags,
+        "--collector.slurm",
+        f"--collector.slurm.gres-config-file={sim.root / 'gres.conf'}",
+    ]
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -181,5 +225,7 @@ def print_banner(
         print("  try:")
         query = "sum by (hostname) (rate(ceems_rapl_package_joules_total[1m]))"
         print(f"    curl -sG {prometheus.url}/api/v1/query --data-urlencode 'query={query}'")
-    print(f"  curl -s {nodes[0].url} | grep ceems_ipmi_dcmi")
+    print(f"  curl -s {nodes[0].url} | grep -E 'ceems_ipmi_dcmi|ceems_compute_unit_cpu_user'")
+    if len(nodes) > 1:
+        print(f"  curl -s {nodes[1].url} | grep ceems_compute_unit_gpu_index_flag")
     print("Ctrl-C stops everything.", flush=True)

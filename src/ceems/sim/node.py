@@ -248,6 +248,11 @@ class SimulatedNode:
         if spec.cray:
             self._write_cray()
         write_atomic(self.root / "state" / "ground_truth.json", json.dumps(self.ground_truth()))
+        if self.cgroups is not None:
+            write_atomic(
+                self.root / "state" / "units_ground_truth.json",
+                json.dumps(self.unit_ground_truth()),
+            )
 
     def _write_cray(self) -> None:
         pm = self.sysfs / "cray" / "pm_counters"
@@ -272,6 +277,16 @@ class SimulatedNode:
         return {
             **{f"{z}_joules": j for z, j in self.energy_j.items()},
             "elapsed_seconds": self.elapsed_s,
+        }
+
+    def unit_ground_truth(self) -> dict[str, dict[str, float]]:
+        """Per running unit: exact CPU seconds, and its share of the package energy above idle."""
+        if self.cgroups is None:
+            return {}
+        cpu = self.cgroups.ground_truth()
+        return {
+            uuid: {"cpu_seconds": cpu_s, "dynamic_energy_joules": self.unit_energy_j.get(uuid, 0.0)}
+            for uuid, cpu_s in cpu.items()
         }
 
     def run(
