@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import gzip
-import ipaddress
 import socket
 import ssl
 import threading
@@ -13,12 +11,9 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ceems.exporter.server import parse_listen_address
+from tests.certs import self_signed
 from tests.conftest import FIXTURES, StartExporter
 
 PROC = str(FIXTURES / "proc" / "good")
@@ -122,36 +117,6 @@ def test_listen_address_forms() -> None:
     assert parse_listen_address("[::1]:9010") == ("::1", 9010)
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture
 def tls_web_config(tmp_path: Path) -> Path:
     cert, key = self_signed(tmp_path)
@@ -168,7 +133,7 @@ def tls_web_config(tmp_path: Path) -> Path:
 
 def test_https_with_basic_auth(start_exporter: StartExporter, tls_web_config: Path) -> None:
     exporter = start_exporter(*NODE_FLAGS, "--web.config.file", str(tls_web_config))
-    ca_context = ssl.create_default_context(cafile=tls_web_config.parent / "tls.crt")
+    ca_context = ssl.create_default_context(cafile=tls_web_config.parent / "localhost.crt")
     endpoint = url(exporter, scheme="https")
     anonymous = httpx.get(endpoint, verify=ca_context)
     assert anonymous.status_code == 401
@@ -193,7 +158,9 @@ def test_slow_tls_client_does_not_block_others(
             target=lambda: result.append(
                 httpx.get(
                     url(exporter, scheme="https"),
-                    verify=ssl.create_default_context(cafile=tls_web_config.parent / "tls.crt"),
+                    verify=ssl.create_default_context(
+                        cafile=tls_web_config.parent / "localhost.crt"
+                    ),
                     auth=("prometheus", "s3cret"),
                 ).status_code
             )

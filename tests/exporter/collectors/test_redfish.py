@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import json
 import ssl
 import subprocess
@@ -33,6 +31,7 @@ from ceems.exporter.collectors.redfish import (
     parse_redfish_config,
 )
 from ceems.sim.redfish import FakeChassis, FakeRedfishServer, PowerControlReading, PowerWindow
+from tests.certs import self_signed
 from tests.conftest import FIXTURES
 
 REDFISH = FIXTURES / "redfish"
@@ -603,38 +602,7 @@ def test_proxy_gets_the_bmc_url_header(bmc: FakeRedfishServer) -> None:
 def tls_bmc(
     client_lib: None, no_credential_env: None, tmp_path: Path
 ) -> Iterator[tuple[FakeRedfishServer, Path]]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-bmc")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "bmc.pem", tmp_path / "bmc.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = self_signed(tmp_path, "fake-bmc")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server = FakeRedfishServer(two_chassis(), USER, PASSWORD, tls=context).start()
