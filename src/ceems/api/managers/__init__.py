@@ -1,0 +1,1 @@
+"""Resource managers: where compute units, users and projects come from."""

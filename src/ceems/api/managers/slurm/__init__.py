@@ -1,0 +1,1 @@
+"""The SLURM resource manager: sacct/sacctmgr or slurmrestd."""

@@ -1,0 +1,1 @@
+"""The compute-unit store: schema, migrations, writes and queries (SQLite or PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Updaters: enrich units with aggregate metrics (the TSDB updater)."""

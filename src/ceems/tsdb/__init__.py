@@ -1,0 +1,1 @@
+"""Prometheus-compatible TSDB HTTP API client."""
