@@ -7,7 +7,8 @@
 #   scripts/services.sh status NAME...    print "NAME running PID PORT" or "NAME stopped"
 #
 # NAME: prometheus (also provides promtool); slurm (a single-node cluster "testcluster": munged,
-# mariadbd, slurmdbd, slurmctld, slurmd, slurmrestd; users alice, bob, carol; see docs/services.md).
+# mariadbd, slurmdbd, slurmctld, slurmd, slurmrestd; users alice, bob, carol; see docs/services.md);
+# postgresql (one server, role and database "ceems"; its SQLAlchemy URL in postgresql/url).
 # Environment:
 #   CEEMS_SERVICES_DIR  state directory: pids, logs, data (default /var/tmp/ceems-services)
 #   PROMETHEUS_PORT     loopback port (default 9090)
@@ -16,6 +17,8 @@
 #   SLURMRESTD_PORT     slurmrestd loopback port (default 6820)
 #   SLURM_DB_PORT       MariaDB loopback port for slurmdbd (default 3306)
 #   SLURM_CGROUPS       1 (default): proctrack/task/jobacct_gather cgroup plugins; 0: none
+#   POSTGRES_PORT       PostgreSQL loopback port (default 5432)
+#   POSTGRES_ARGS       extra postgres flags, e.g. "-c fsync=off"
 # Daemons run in the foreground under setsid so they outlive this script but not the session.
 # shellcheck disable=SC2317  # start_NAME, stop_NAME... are called as "start_$name"
 set -euo pipefail
@@ -422,12 +425,96 @@ status_slurm() {
   [ ${#down[@]} = 0 ] || return 3
 }
 
-known() { case $1 in prometheus | slurm) return 0 ;; *) return 1 ;; esac; }
+# ---- postgresql: one server with role and database "ceems" ----------------------------------
+PG_DIR=$STATE/postgresql
+
+pg_bin() { # the newest installed server's bin directory (Debian: /usr/lib/postgresql/15/bin)
+  local dir
+  dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && [ -x "$dir/postgres" ] && echo "$dir"
+}
+
+install_postgresql() {
+  pg_bin >/dev/null || apt_install postgresql
+}
+
+pg_owner() { # the command prefix that runs as postgres when root (postgres refuses root)
+  PG_OWNER=()
+  if [ "$(id -u)" = 0 ]; then PG_OWNER=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
+}
+
+start_postgresql() {
+  install_postgresql
+  local bin port=${POSTGRES_PORT:-5432} password end
+  bin=$(pg_bin) || die "postgresql: no server under /usr/lib/postgresql/*/bin"
+  pg_owner
+  if [ -f "$PG_DIR/pid" ] && is_running "$(cat "$PG_DIR/pid")"; then
+    echo "postgresql already running (pid $(cat "$PG_DIR/pid"), port $(cat "$PG_DIR/port"))"; return 0
+  fi
+  port_busy "$port" && die "postgresql: 127.0.0.1:$port is already in use"
+  mkdir -p "$PG_DIR/run"
+  # the server runs as postgres: every directory above its data must be traversable
+  chmod 0755 "$STATE" "$PG_DIR"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR/run"; fi
+  if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
+    rm -rf "$PG_DIR/data"
+    mkdir -m 0700 "$PG_DIR/data"
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR/data"; fi
+    # superuser over the socket only (trust); TCP clients need a password
+    "${PG_OWNER[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --encoding=UTF8 --no-locale \
+      --auth-local=trust --auth-host=scram-sha-256 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+      || { tail -n 20 "$PG_DIR/initdb.log" >&2; die "postgresql: initdb failed"; }
+  fi
+  # shellcheck disable=SC2086  # POSTGRES_ARGS is a list of flags
+  setsid "${PG_OWNER[@]}" "$bin/postgres" -D "$PG_DIR/data" -k "$PG_DIR/run" -h 127.0.0.1 -p "$port" \
+    ${POSTGRES_ARGS:-} >"$PG_DIR/postgresql.log" 2>&1 </dev/null &
+  echo $! >"$PG_DIR/pid"
+  echo "$port" >"$PG_DIR/port"
+  end=$(( SECONDS + 60 ))
+  until "$bin/pg_isready" -q -h "$PG_DIR/run" -p "$port" -U postgres; do
+    is_running "$(cat "$PG_DIR/pid")" || { tail -n 20 "$PG_DIR/postgresql.log" >&2; die "postgresql exited"; }
+    [ "$SECONDS" -lt "$end" ] || { tail -n 20 "$PG_DIR/postgresql.log" >&2; die "postgresql not ready after 60 s"; }
+    sleep 0.1
+  done
+  # kept across restarts, so a URL handed out earlier stays valid
+  [ -s "$PG_DIR/password" ] || (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$PG_DIR/password")
+  password=$(cat "$PG_DIR/password")
+  "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR/run" -p "$port" -U postgres -d postgres \
+    -v password="$password" >/dev/null <<'SQL' || die "postgresql: could not create role and database ceems"
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ceems') AS missing_role \gset
+\if :missing_role
+CREATE ROLE ceems LOGIN CREATEDB;
+\endif
+ALTER ROLE ceems PASSWORD :'password';
+SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'ceems') AS missing_db \gset
+\if :missing_db
+CREATE DATABASE ceems OWNER ceems;
+\endif
+SQL
+  (umask 077; echo "postgresql+psycopg://ceems:$password@127.0.0.1:$port/ceems" >"$PG_DIR/url")
+  echo "postgresql running (pid $(cat "$PG_DIR/pid"), $(basename "$(dirname "$bin")"), 127.0.0.1:$port, url in $PG_DIR/url)"
+}
+
+stop_postgresql() {
+  local pid
+  [ -f "$PG_DIR/pid" ] || { echo "postgresql stopped"; return 0; }
+  pid=$(cat "$PG_DIR/pid")
+  if is_running "$pid"; then
+    # SIGINT is the "fast" shutdown: SIGTERM ("smart") would wait for every client to leave
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do is_running "$pid" || break; sleep 0.1; done
+    if is_running "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$PG_DIR/pid"
+  echo "postgresql stopped"
+}
+
+known() { case $1 in prometheus | slurm | postgresql) return 0 ;; *) return 1 ;; esac; }
 has() { declare -F "$1" >/dev/null; }
 
-[ $# -ge 2 ] || die "usage: $0 install|start|stop|status NAME... (NAME: prometheus, slurm)"
+[ $# -ge 2 ] || die "usage: $0 install|start|stop|status NAME... (NAME: prometheus, slurm, postgresql)"
 action=$1; shift
-for name in "$@"; do known "$name" || die "unknown service '$name' (known: prometheus, slurm)"; done
+for name in "$@"; do known "$name" || die "unknown service '$name' (known: prometheus, slurm, postgresql)"; done
 rc=0
 for name in "$@"; do
   case $action in

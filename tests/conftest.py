@@ -14,7 +14,7 @@ import pytest
 from ceems.exporter.cli import Exporter, build_exporter, build_parser
 from ceems.exporter.registry import load_factories
 
-pytest_plugins = ["tests.slurm_service"]
+pytest_plugins = ["tests.slurm_service", "tests.postgres_service"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"

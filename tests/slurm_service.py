@@ -30,6 +30,7 @@ STATE_PARENT = Path("/var/tmp")
 # take turns through this lock instead of failing on each other's ports.
 LOCK = STATE_PARENT / "ceems-slurm.lock"
 LOCK_WAIT_S = 600
+JWT_KEY_FILE = Path("/etc/slurm/jwt_hs256.key")  # written by scripts/services.sh
 END_STATES = frozenset(
     {
         "BOOT_FAIL",
@@ -143,6 +144,26 @@ class SlurmService:
         """A daemon's log under the state directory, e.g. "slurmd.log", "slurmctld.log"."""
         path = self.state_dir / "slurm" / "log" / name
         return path.read_text(errors="replace") if path.exists() else ""
+
+    @property
+    def restd_url(self) -> str:
+        """slurmrestd's base URL (rest_auth/jwt, openapi/v0.0.38 and dbv0.0.38)."""
+        port = (self.state_dir / "slurm" / "port").read_text().strip()
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def jwt_key_file(self) -> Path:
+        """The HS256 key slurmctld, slurmdbd and slurmrestd share (AuthAltParameters)."""
+        return JWT_KEY_FILE
+
+    def token(self, user: str, lifetime_s: int = 300) -> str:
+        """A slurmrestd token for `user`, as `scontrol token username=<user>` makes it."""
+        out = _run("scontrol", "token", f"username={user}", f"lifespan={lifetime_s}")
+        return out.strip().removeprefix("SLURM_JWT=")
+
+    def run_as(self, user: str, *args: str) -> str:
+        """Run a command as `user` (runuser) without SLURM_* variables; returns its stdout."""
+        return _run(*args, user=user)
 
 
 def _lock_cluster() -> IO[str]:

@@ -1,5 +1,8 @@
 """Tables of the compute-unit store (SQLAlchemy Core), the same on SQLite and PostgreSQL.
 
+This describes the latest schema version; store/migrations/ builds it step by step, and a
+test checks that migrating an empty database yields exactly these tables.
+
 Times are UTC epoch milliseconds (BIGINT); time zones are applied when responses are
 rendered. Metric maps and tags are JSON (JSONB on PostgreSQL). Memberships of users in
 projects are rows, not JSON arrays, so access checks are indexed joins on both engines.
@@ -40,7 +43,8 @@ units = sa.Table(
     sa.Column("tags", Json, nullable=False, default=dict),
     sa.Column("total_time_seconds", Json, nullable=False, default=dict),
     *_metric_columns(),
-    sa.Column("provenance", Json, nullable=False, default=dict),
+    # Added by migration 0002; rows older than it hold an empty map.
+    sa.Column("provenance", Json, nullable=False, default=dict, server_default=sa.text("'{}'")),
     sa.Column("ignore", sa.Boolean, nullable=False, default=False),
     sa.Column("num_updates", sa.Integer, nullable=False, default=0),
     sa.Column("last_updated_at_ts", sa.BigInteger, nullable=False, default=0),
@@ -52,6 +56,8 @@ units = sa.Table(
     sa.Index("ix_units_cluster_project", "cluster_id", "project", "started_at_ts"),
     sa.Index("ix_units_cluster_uuid", "cluster_id", "uuid"),
     sa.Index("ix_units_ended", "ended_at_ts"),
+    sa.Index("ix_units_user_ended", "username", "ended_at_ts"),  # migration 0003
+    sa.Index("ix_units_last_updated", "last_updated_at_ts"),  # migration 0003
 )
 
 _usage_columns = (
@@ -131,7 +137,9 @@ memberships = sa.Table(
     sa.Column("cluster_id", sa.String(128), primary_key=True),
     sa.Column("username", sa.String(256), primary_key=True),
     sa.Column("project", sa.String(256), primary_key=True),
+    sa.Column("last_updated_at_ts", sa.BigInteger, nullable=False, default=0),
     sa.Index("ix_memberships_project", "cluster_id", "project"),
+    sa.Index("ix_memberships_user", "username", "cluster_id", "project"),  # migration 0003
 )
 
 # Admins from the config file (source "config") and from Grafana teams (source "grafana").

@@ -1,0 +1,257 @@
+"""JSON of units, users, projects, usage and stats, byte-for-byte in CEEMS' formats.
+
+Go's `encoding/json` decides the shapes: struct fields in declaration order, `omitempty`
+fields left out when empty, map keys sorted, `<>&` escaped, and CEEMS' `JSONFloat`
+writing a metric as an integer when it is one and with 8 decimals otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import Any
+
+from ceems.api.aggregate import UsageRow
+from ceems.api.models import METRIC_FIELDS, Project, User
+from ceems.api.store.queries import Stat
+
+# Metric maps in CEEMS' struct order (not METRIC_FIELDS' order: Go writes fields in order).
+METRIC_ORDER = (
+    "avg_cpu_usage",
+    "avg_cpu_mem_usage",
+    "total_cpu_energy_usage_kwh",
+    "total_cpu_emissions_gms",
+    "avg_gpu_usage",
+    "avg_gpu_mem_usage",
+    "total_gpu_energy_usage_kwh",
+    "total_gpu_emissions_gms",
+    "total_io_write_stats",
+    "total_io_read_stats",
+    "total_ingress_stats",
+    "total_egress_stats",
+)
+
+# Unit fields in CEEMS' `models.Unit` order, then ours (`provenance`).
+UNIT_FIELDS = (
+    "cluster_id",
+    "resource_manager",
+    "uuid",
+    "name",
+    "project",
+    "groupname",
+    "username",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "created_at_ts",
+    "started_at_ts",
+    "ended_at_ts",
+    "elapsed",
+    "state",
+    "allocation",
+    "total_time_seconds",
+    *METRIC_ORDER,
+    "tags",
+    "provenance",
+)
+# Usage fields in CEEMS' `models.Usage` order; the first six are always written.
+USAGE_BASE_FIELDS = (
+    "cluster_id",
+    "resource_manager",
+    "num_units",
+    "project",
+    "groupname",
+    "username",
+)
+USAGE_FIELDS = (*USAGE_BASE_FIELDS, "total_time_seconds", *METRIC_ORDER)
+
+_TIME_STRINGS = {
+    "created_at": "created_at_ts",
+    "started_at": "started_at_ts",
+    "ended_at": "ended_at_ts",
+}
+_METRIC_MAPS = frozenset(("total_time_seconds", *METRIC_FIELDS))
+NOT_AVAILABLE = "N/A"  # CEEMS' time string of a unit that has not started or ended yet
+
+
+def unit_columns(fields: Sequence[str]) -> set[str]:
+    """The `units` columns needed to render `fields`."""
+    columns: set[str] = set()
+    for field in fields:
+        if field in _TIME_STRINGS:
+            columns.add(_TIME_STRINGS[field])
+        elif field == "elapsed":
+            columns.update(("started_at_ts", "ended_at_ts"))
+        else:
+            columns.add(field)
+    return columns
+
+
+def encode(value: Any) -> str:
+    """Compact JSON with sorted keys and Go's HTML escaping of `<`, `>`, `&`."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Outside strings JSON never holds these characters, so replacing everywhere is safe.
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def encode_float(value: float) -> str:
+    """CEEMS' JSONFloat: Inf/NaN as 0, integers without decimals, others with 8."""
+    if math.isinf(value) or math.isnan(value):
+        return "0"
+    if value.is_integer():
+        return str(int(value)) if abs(value) < 1e21 else repr(value)
+    return f"{value:.8f}"
+
+
+def encode_metric_map(values: Mapping[str, Any]) -> str:
+    """A metric map, keys sorted, numbers as JSONFloat (non-numbers dropped)."""
+    parts = [
+        f"{encode(str(key))}:{encode_float(float(values[key]))}"
+        for key in sorted(values)
+        if isinstance(values[key], int | float) and not isinstance(values[key], bool)
+    ]
+    return "{" + ",".join(parts) + "}"
+
+
+def format_time(ts_ms: int, zone: tzinfo | None) -> str:
+    """`2023-02-21T15:48:20+0100` in `zone` (None: the host's local zone); 0 is N/A."""
+    if ts_ms <= 0:
+        return NOT_AVAILABLE
+    moment = datetime.fromtimestamp(ts_ms / 1000, zone)
+    if zone is None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def format_elapsed(seconds: int) -> str:
+    """SLURM's elapsed format: `HH:MM:SS`, or `D-HH:MM:SS` past a day."""
+    days, rest = divmod(max(seconds, 0), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def _unit_value(row: Mapping[str, Any], field: str, zone: tzinfo | None, now_ms: int) -> Any:
+    if field in _TIME_STRINGS:
+        return format_time(int(row[_TIME_STRINGS[field]]), zone)
+    if field == "elapsed":
+        started, ended = int(row["started_at_ts"]), int(row["ended_at_ts"])
+        if started <= 0:
+            return format_elapsed(0)
+        return format_elapsed(((ended or now_ms) - started) // 1000)
+    return row[field]
+
+
+def render_unit(
+    row: Mapping[str, Any], fields: Sequence[str], zone: tzinfo | None, now_ms: int
+) -> str:
+    """One unit as CEEMS writes it: `fields` in struct order, empty values left out.
+
+    `uuid` has no `omitempty` in CEEMS, so it is always there (empty when not selected).
+    """
+    wanted = set(fields)
+    parts = []
+    for field in UNIT_FIELDS:
+        if field not in wanted:
+            if field == "uuid":
+                parts.append('"uuid":""')
+            continue
+        value = _unit_value(row, field, zone, now_ms)
+        if field != "uuid" and (value is None or value == "" or value == 0 or value == {}):
+            continue
+        text = encode_metric_map(value) if field in _METRIC_MAPS else encode(value)
+        parts.append(f'"{field}":{text}')
+    return "{" + ",".join(parts) + "}"
+
+
+def render_usage(row: UsageRow, fields: Sequence[str]) -> str:
+    """One usage row: the six base keys always (zero when not selected), maps if not empty."""
+    wanted = set(fields)
+    base = {
+        "cluster_id": row.cluster_id,
+        "resource_manager": row.resource_manager,
+        "num_units": row.num_units,
+        "project": row.project,
+        "groupname": row.groupname,
+        "username": row.username,
+    }
+    parts = []
+    for field, value in base.items():
+        if field not in wanted:
+            value = 0 if field == "num_units" else ""
+        parts.append(f'"{field}":{encode(value)}')
+    maps: dict[str, Mapping[str, float]] = {"total_time_seconds": row.total_time_seconds}
+    maps.update(row.metrics)
+    for field in USAGE_FIELDS[len(USAGE_BASE_FIELDS) :]:
+        if field in wanted and maps.get(field):
+            parts.append(f'"{field}":{encode_metric_map(maps[field])}')
+    return "{" + ",".join(parts) + "}"
+
+
+def _object(pairs: Sequence[tuple[str, Any]]) -> str:
+    """A JSON object with keys in the given (Go struct) order."""
+    return "{" + ",".join(f"{encode(k)}:{encode(v)}" for k, v in pairs) + "}"
+
+
+def _optional(parts: list[str], field: str, value: Any) -> None:
+    if value:
+        parts.append(f'"{field}":{encode(value)}')
+
+
+def render_user(user: User) -> str:
+    """CEEMS' `models.User`: uid and tags only when set."""
+    parts: list[str] = []
+    _optional(parts, "uid", user.uid)
+    parts += [
+        f'"cluster_id":{encode(user.cluster_id)}',
+        f'"resource_manager":{encode(user.resource_manager)}',
+        f'"name":{encode(user.name)}',
+        f'"projects":{encode(list(user.projects))}',
+    ]
+    _optional(parts, "tags", dict(user.tags))
+    return "{" + ",".join(parts) + "}"
+
+
+def render_admin_user(name: str, sources: Sequence[str]) -> str:
+    """An admin for `/users/admin?role=admin`: CEEMS' admin_users row, sources as tags."""
+    pairs = [("cluster_id", "all"), ("resource_manager", ""), ("name", name), ("projects", [])]
+    return _object([*pairs, ("tags", list(sources))])
+
+
+def render_project(project: Project) -> str:
+    """CEEMS' `models.Project`: uid and tags only when set."""
+    parts: list[str] = []
+    _optional(parts, "uid", project.uid)
+    parts += [
+        f'"cluster_id":{encode(project.cluster_id)}',
+        f'"resource_manager":{encode(project.resource_manager)}',
+        f'"name":{encode(project.name)}',
+        f'"users":{encode(list(project.users))}',
+    ]
+    _optional(parts, "tags", dict(project.tags))
+    return "{" + ",".join(parts) + "}"
+
+
+def render_stat(stat: Stat) -> str:
+    """CEEMS' `models.Stat`."""
+    return _object(
+        [
+            ("cluster_id", stat.cluster_id),
+            ("resource_manager", stat.resource_manager),
+            ("num_units", stat.num_units),
+            ("num_inactive_units", stat.num_inactive_units),
+            ("num_active_units", stat.num_active_units),
+            ("num_projects", stat.num_projects),
+            ("num_users", stat.num_users),
+        ]
+    )
+
+
+def render_cluster(cluster_id: str, manager: str) -> str:
+    """CEEMS' `models.Cluster` as the API shows it: id and manager."""
+    return _object([("id", cluster_id), ("manager", manager)])

@@ -1,0 +1,324 @@
+"""Read queries of the API server: one statement per request, on SQLite or PostgreSQL.
+
+Every function takes a Connection (readers use the read-only engine and never wait on
+the writer) and keeps CEEMS' semantics: a unit is in a window when it *ended* in it
+(`running` adds units that have not ended), usage "current" sums the units last updated
+in the window, and a user sees the usage of every project they are a member of.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ceems.api.aggregate import UsageRow, aggregate_usage, usage_row
+from ceems.api.models import METRIC_FIELDS, Project, User
+from ceems.api.store.schema import (
+    admin_users,
+    daily_usage,
+    memberships,
+    projects,
+    units,
+    updates,
+)
+from ceems.api.store.schema import usage as usage_table
+from ceems.api.store.schema import users as users_table
+
+DAY_MS = 86_400_000
+_STREAM = 2_000  # rows fetched at a time when folding units into usage
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """An inclusive window in UTC epoch milliseconds."""
+
+    from_ms: int
+    to_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFilter:
+    """Which units to list; empty sequences do not filter."""
+
+    cluster_ids: Sequence[str] = ()
+    uuids: Sequence[str] = ()
+    projects: Sequence[str] = ()
+    users: Sequence[str] = ()  # owners (`username IN`)
+    # Units these users own or that belong to a project they are members of (in the unit's
+    # cluster): what a non-admin may see.
+    members_of: Sequence[str] = ()
+    window: TimeWindow | None = None  # ignored when uuids are given, as in CEEMS
+    running: bool = False  # also units that have not ended, whatever the window
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which usage rows to sum; `members_of=None` means every project (admins)."""
+
+    cluster_ids: Sequence[str] = ()
+    projects: Sequence[str] = ()
+    members_of: Sequence[str] | None = None  # rows of projects these users belong to
+    window: TimeWindow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """Quick counts of one cluster (CEEMS' `models.Stat`)."""
+
+    cluster_id: str
+    resource_manager: str
+    num_units: int
+    num_inactive_units: int
+    num_active_units: int
+    num_projects: int
+    num_users: int
+
+
+def _member_of(table: sa.Table, names: Sequence[str]) -> sa.Exists:
+    """The row's (cluster_id, project) is a project one of `names` belongs to."""
+    m = memberships
+    return sa.exists().where(
+        m.c.cluster_id == table.c.cluster_id,
+        m.c.project == table.c.project,
+        m.c.username.in_(names),
+    )
+
+
+def _ended_in(window: TimeWindow, running: bool) -> sa.ColumnElement[bool]:
+    # `ended_at_ts > 0` first: a window starting at the epoch must not take running units.
+    ended = sa.and_(
+        units.c.ended_at_ts > 0, units.c.ended_at_ts.between(window.from_ms, window.to_ms)
+    )
+    return sa.or_(ended, units.c.ended_at_ts == 0) if running else ended
+
+
+def fetch_units(
+    conn: sa.Connection, flt: UnitFilter, columns: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """Units that are not ignored, matching every filter, by cluster, uuid and submit time.
+
+    `columns` names the `units` columns to return (all when None).
+    """
+    t = units
+    selected = [t.c[name] for name in columns] if columns is not None else list(t.c)
+    stmt = sa.select(*selected).where(t.c.ignore == sa.false())
+    if flt.users:
+        stmt = stmt.where(t.c.username.in_(flt.users))
+    if flt.members_of:
+        stmt = stmt.where(
+            sa.or_(t.c.username.in_(flt.members_of), _member_of(t, list(flt.members_of)))
+        )
+    if flt.projects:
+        stmt = stmt.where(t.c.project.in_(flt.projects))
+    if flt.cluster_ids:
+        stmt = stmt.where(t.c.cluster_id.in_(flt.cluster_ids))
+    if flt.uuids:
+        # A lookup by uuid is not bounded by the window (CEEMS skips it too).
+        stmt = stmt.where(t.c.uuid.in_(flt.uuids))
+    elif flt.window is not None:
+        stmt = stmt.where(_ended_in(flt.window, flt.running))
+    elif flt.running:
+        stmt = stmt.where(t.c.ended_at_ts == 0)
+    stmt = stmt.order_by(t.c.cluster_id, t.c.uuid, t.c.created_at_ts)
+    return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def verify_ownership(
+    conn: sa.Connection, user: str, uuids: Collection[str], cluster_ids: Sequence[str] = ()
+) -> bool:
+    """True when `user` owns, or is a member of the project of, every one of `uuids`.
+
+    A uuid that does not exist fails the check, as in CEEMS; membership counts only in
+    the unit's own cluster.
+    """
+    wanted = set(uuids)
+    if not wanted:
+        return False
+    t = units
+    stmt = (
+        sa.select(t.c.uuid)
+        .distinct()
+        .where(t.c.uuid.in_(wanted), sa.or_(t.c.username == user, _member_of(t, [user])))
+    )
+    if cluster_ids:
+        stmt = stmt.where(t.c.cluster_id.in_(cluster_ids))
+    return set(conn.execute(stmt).scalars()) == wanted
+
+
+def fetch_users(
+    conn: sa.Connection, names: Sequence[str] | None, cluster_ids: Sequence[str] = ()
+) -> list[User]:
+    """Users (all when `names` is None) with their projects, by cluster and name."""
+    u, m = users_table, memberships
+    join = u.outerjoin(m, sa.and_(m.c.cluster_id == u.c.cluster_id, m.c.username == u.c.name))
+    stmt = sa.select(u, m.c.project).select_from(join)
+    if names is not None:
+        stmt = stmt.where(u.c.name.in_(names))
+    if cluster_ids:
+        stmt = stmt.where(u.c.cluster_id.in_(cluster_ids))
+    stmt = stmt.order_by(u.c.cluster_id, u.c.name, m.c.project)
+    result = []
+    rows = conn.execute(stmt).mappings()
+    for _, group in itertools.groupby(rows, key=lambda r: (r["cluster_id"], r["name"])):
+        members = list(group)
+        first = members[0]
+        result.append(
+            User(
+                cluster_id=first["cluster_id"],
+                resource_manager=first["resource_manager"],
+                name=first["name"],
+                uid=first["uid"],
+                projects=tuple(r["project"] for r in members if r["project"] is not None),
+                tags=first["tags"] or {},
+            )
+        )
+    return result
+
+
+def fetch_projects(
+    conn: sa.Connection,
+    members_of: Sequence[str] | None,
+    names: Sequence[str] = (),
+    cluster_ids: Sequence[str] = (),
+) -> list[Project]:
+    """Projects with all their users; only those `members_of` belong to unless None."""
+    p, m = projects, memberships
+    join = p.outerjoin(m, sa.and_(m.c.cluster_id == p.c.cluster_id, m.c.project == p.c.name))
+    stmt = sa.select(p, m.c.username).select_from(join)
+    if members_of is not None:
+        mine = memberships.alias("mine")
+        stmt = stmt.where(
+            sa.exists().where(
+                mine.c.cluster_id == p.c.cluster_id,
+                mine.c.project == p.c.name,
+                mine.c.username.in_(members_of),
+            )
+        )
+    if names:
+        stmt = stmt.where(p.c.name.in_(names))
+    if cluster_ids:
+        stmt = stmt.where(p.c.cluster_id.in_(cluster_ids))
+    stmt = stmt.order_by(p.c.cluster_id, p.c.name, m.c.username)
+    result = []
+    rows = conn.execute(stmt).mappings()
+    for _, group in itertools.groupby(rows, key=lambda r: (r["cluster_id"], r["name"])):
+        members = list(group)
+        first = members[0]
+        result.append(
+            Project(
+                cluster_id=first["cluster_id"],
+                resource_manager=first["resource_manager"],
+                name=first["name"],
+                uid=first["uid"],
+                users=tuple(r["username"] for r in members if r["username"] is not None),
+                tags=first["tags"] or {},
+            )
+        )
+    return result
+
+
+def is_admin(conn: sa.Connection, name: str) -> bool:
+    """Whether `name` is an admin from any source (config file, Grafana teams)."""
+    stmt = sa.select(admin_users.c.name).where(admin_users.c.name == name).limit(1)
+    return conn.execute(stmt).first() is not None
+
+
+def fetch_admin_users(conn: sa.Connection) -> dict[str, tuple[str, ...]]:
+    """Every admin and the sources that make them one, by name."""
+    a = admin_users
+    rows = conn.execute(sa.select(a.c.name, a.c.source).order_by(a.c.name, a.c.source))
+    return {
+        name: tuple(source for _, source in group)
+        for name, group in itertools.groupby(rows, key=lambda r: r[0])
+    }
+
+
+def _usage_columns(table: sa.Table) -> list[sa.ColumnClause[Any] | sa.Column[Any]]:
+    names = ("cluster_id", "resource_manager", "project", "username", "groupname")
+    return [table.c[n] for n in (*names, "total_time_seconds", *METRIC_FIELDS)]
+
+
+def _filter_usage(stmt: sa.Select[Any], table: sa.Table, flt: UsageFilter) -> sa.Select[Any]:
+    if flt.members_of is not None:
+        stmt = stmt.where(_member_of(table, flt.members_of))
+    if flt.projects:
+        stmt = stmt.where(table.c.project.in_(flt.projects))
+    if flt.cluster_ids:
+        stmt = stmt.where(table.c.cluster_id.in_(flt.cluster_ids))
+    return stmt
+
+
+def fetch_current_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
+    """Usage of the units last updated in the window, per cluster, user and project.
+
+    CEEMS filters on `last_updated_at`: a unit counts in the window of its last update, so
+    windows side by side never count a finished unit twice. Rows are streamed and folded.
+    """
+    stmt = _filter_usage(sa.select(*_usage_columns(units)), units, flt)
+    if flt.window is not None:
+        w = flt.window
+        stmt = stmt.where(units.c.last_updated_at_ts.between(w.from_ms, w.to_ms))
+    rows = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+    return aggregate_usage(rows)
+
+
+def fetch_daily_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
+    """Usage summed over the UTC days that overlap the window (CEEMS' `experimental`)."""
+    t = daily_usage
+    stmt = _filter_usage(sa.select(*_usage_columns(t), t.c.num_units), t, flt)
+    if flt.window is not None:
+        first_day = flt.window.from_ms - flt.window.from_ms % DAY_MS
+        stmt = stmt.where(t.c.day_ts.between(first_day, flt.window.to_ms))
+    rows = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+    return aggregate_usage(rows)
+
+
+def fetch_global_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
+    """Cumulative usage since the first unit, per cluster, user and project."""
+    t = usage_table
+    stmt = _filter_usage(sa.select(*_usage_columns(t), t.c.num_units), t, flt)
+    stmt = stmt.order_by(t.c.cluster_id, t.c.username, t.c.project)
+    return [usage_row(row) for row in conn.execute(stmt).mappings()]
+
+
+def fetch_stats(
+    conn: sa.Connection, cluster_ids: Sequence[str] = (), window: TimeWindow | None = None
+) -> list[Stat]:
+    """Counts per cluster; with a window, the units that ended in it or still run."""
+    t = units
+    stmt = sa.select(
+        t.c.cluster_id,
+        sa.func.max(t.c.resource_manager),
+        sa.func.count(),
+        sa.func.count(sa.case((t.c.ended_at_ts > 0, 1))),
+        sa.func.count(sa.case((t.c.ended_at_ts == 0, 1))),
+        sa.func.count(sa.distinct(t.c.project)),
+        sa.func.count(sa.distinct(t.c.username)),
+    )
+    if window is not None:
+        stmt = stmt.where(_ended_in(window, running=True))
+    if cluster_ids:
+        stmt = stmt.where(t.c.cluster_id.in_(cluster_ids))
+    stmt = stmt.group_by(t.c.cluster_id).order_by(t.c.cluster_id)
+    return [Stat(*row) for row in conn.execute(stmt)]
+
+
+def fetch_clusters(conn: sa.Connection) -> list[tuple[str, str]]:
+    """(cluster_id, resource_manager) of every cluster with users, projects or updates.
+
+    The writer's `updates` row stands for the units (scanning `units` for its distinct
+    clusters, as CEEMS does, reads the whole table); its manager is "" when no user or
+    project says it.
+    """
+    parts = [
+        sa.select(t.c.cluster_id, t.c.resource_manager).distinct() for t in (users_table, projects)
+    ]
+    parts.append(sa.select(updates.c.cluster_id, sa.literal("").label("resource_manager")))
+    union = sa.union(*parts).subquery()
+    stmt = sa.select(union.c.cluster_id, sa.func.max(union.c.resource_manager))
+    stmt = stmt.group_by(union.c.cluster_id).order_by(union.c.cluster_id)
+    return [(str(c), str(m)) for c, m in conn.execute(stmt)]

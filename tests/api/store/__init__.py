@@ -1,0 +1,1 @@
+"""Tests of the compute-unit store on SQLite and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Tests of the TSDB client against a real Prometheus."""
