@@ -1,8 +1,9 @@
 """Access control across every endpoint: a user sees others' data only through a shared project.
 
 Units: the user's own and those of projects the user is a member of, in that cluster.
-Usage: rows of projects the user is a member of, in that cluster. Projects: the user's own. Users: the user. Stats, clusters and every
-`/admin` path: admins only. Verify: own units or units of the user's projects.
+Usage: rows of projects the user is a member of, in that cluster. Projects: the user's own.
+Users: the user. Stats, clusters and every `/admin` path: admins only. Verify: own units or
+units of the user's projects.
 """
 
 from __future__ import annotations
