@@ -6,6 +6,8 @@ import base64
 import configparser
 import shlex
 
+import pytest
+
 from ceems.common.webconfig import BasicAuth, parse_web_config
 from ceems.exporter.cli import build_parser
 from ceems.exporter.registry import load_factories
@@ -30,3 +32,23 @@ def test_systemd_unit_flags_parse() -> None:
     options = build_parser(load_factories()).parse_args(argv[1:])
     assert options.collector_ipmi_dcmi is True
     assert options.web_config_file == "/etc/ceems/web-config.yml"
+
+
+def test_api_server_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceems.api.config import ApiServerConfig
+    from ceems.common.config import load_config
+
+    monkeypatch.setenv("GRAFANA_PASSWORD", "secret")
+    config = load_config(
+        DEPLOY / "api-server" / "config.yml", ApiServerConfig, expand_env_vars=True
+    )
+    assert config.clusters[0].updaters == ["tsdb"]
+    assert config.ceems_api_server.admin.grafana.web().basic_auth is not None
+
+
+def test_cacct_example_config_is_valid() -> None:
+    from ceems.cli.cacct import CacctConfig
+    from ceems.common.config import load_config
+
+    config = load_config(DEPLOY / "cacct" / "cacct.yml", CacctConfig)
+    assert config.cluster_id == "hpc" and config.tsdb is not None

@@ -91,3 +91,34 @@ def test_every_emitted_metric_is_documented(start_exporter: StartExporter, tmp_p
     undocumented = sorted(n for n in exposed if not any(p.match(n) for p in patterns))
     assert undocumented == []
     assert "ceems_compute_unit_gpu_index_flag" in exposed
+
+
+def _long_flags(parser: object) -> set[str]:
+    return {
+        option
+        for action in parser._actions  # type: ignore[attr-defined]
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--version")
+    }
+
+
+def test_api_server_and_cacct_flags_are_documented() -> None:
+    from ceems.api.cli import build_parser as api_parser
+    from ceems.cli.cacct import build_parser as cacct_parser
+
+    api_doc = (ROOT / "docs" / "api-server.md").read_text()
+    cacct_doc = (ROOT / "docs" / "cacct.md").read_text()
+    assert sorted(f for f in _long_flags(api_parser()) if f"`{f}`" not in api_doc) == []
+    assert sorted(f for f in _long_flags(cacct_parser()) if f"`{f}`" not in cacct_doc) == []
+
+
+def test_every_api_route_is_documented() -> None:
+    import sqlalchemy as sa
+
+    from ceems.api.app import create_app
+    from ceems.api.config import ApiServerConfig
+
+    app = create_app(ApiServerConfig(), sa.create_engine("sqlite://"))
+    doc = (ROOT / "docs" / "api-server.md").read_text()
+    paths = {p for p in app.openapi()["paths"] if p.startswith("/api/v1/")}
+    assert paths and sorted(p for p in paths if f"`{p.removeprefix('/api/v1')}`" not in doc) == []

@@ -108,7 +108,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sa.exc.SQLAlchemyError, _store_error)
 
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
+    # Level 5: most of the size gain of 9 at a fraction of its time on large unit lists.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=5)
     if web.cors_origin:
         # CEEMS' `cors_origin` is a regular expression matched against the whole origin.
         app.add_middleware(

@@ -61,7 +61,24 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def parse_config(text: str, model: type[M], source: str = "config") -> M:
+def expand_env_values(value: Any, env: Mapping[str, str] | None = None) -> Any:
+    """`expand_env` applied to every string of parsed YAML (keys left as written).
+
+    Expanding after parsing rather than in the text means comments are never expanded and
+    a value from the environment can never change the file's structure.
+    """
+    if isinstance(value, str):
+        return expand_env(value, env)
+    if isinstance(value, dict):
+        return {k: expand_env_values(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env_values(v, env) for v in value]
+    return value
+
+
+def parse_config(
+    text: str, model: type[M], source: str = "config", expand_env_vars: bool = False
+) -> M:
     """Validate YAML `text` against `model`; ConfigError names the source and the key paths."""
     try:
         raw: Any = yaml.safe_load(text)
@@ -71,6 +88,11 @@ def parse_config(text: str, model: type[M], source: str = "config") -> M:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    if expand_env_vars:
+        try:
+            raw = expand_env_values(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -78,14 +100,9 @@ def parse_config(text: str, model: type[M], source: str = "config") -> M:
 
 
 def load_config(path: Path, model: type[M], expand_env_vars: bool = False) -> M:
-    """Read, optionally env-expand, and validate a config file."""
+    """Read, optionally env-expand (string values only), and validate a config file."""
     try:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    if expand_env_vars:
-        try:
-            text = expand_env(text)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from err
-    return parse_config(text, model, str(path))
+    return parse_config(text, model, str(path), expand_env_vars)

@@ -46,6 +46,12 @@ class Figures:
 
     def add(self, times: Mapping[str, float], metrics: Mapping[str, Mapping[str, float]]) -> None:
         """Add one window's (or one group's) figures."""
+        if not self.times and not self.metrics:
+            # Nothing stored yet (a new unit or row, most of an ingest): the window's
+            # figures are the lifetime ones, without the merge's work.
+            self.times = {k: float(v) for k, v in times.items()}
+            self.metrics = {m: dict(v) for m, v in metrics.items() if v}
+            return
         # the averages are weighted by the times before this window's are added
         self.metrics = accumulate_maps(self.metrics, self.times, metrics, times)
         self.times = add_times(self.times, times)

@@ -9,7 +9,7 @@ in the window, and a user sees the usage of every project they are a member of.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,32 @@ class Stat:
     num_users: int
 
 
+def projects_of(conn: sa.Connection, names: Sequence[str]) -> dict[str, list[str]]:
+    """Projects these users belong to, per cluster (one indexed lookup in memberships)."""
+    m = memberships
+    rows = conn.execute(
+        sa.select(m.c.cluster_id, m.c.project).distinct().where(m.c.username.in_(names))
+    )
+    found: dict[str, list[str]] = {}
+    for cluster_id, project in rows:
+        found.setdefault(cluster_id, []).append(project)
+    return found
+
+
+def _in_projects(table: sa.Table, projects: Mapping[str, Sequence[str]]) -> sa.ColumnElement[bool]:
+    """The row's project is one of `projects` in its cluster.
+
+    Spelled out as `(cluster_id = c AND project IN (...)) OR ...` rather than an EXISTS on
+    memberships: each term is then an index lookup (SQLite's multi-index OR, PostgreSQL's
+    bitmap OR) instead of a scan of every unit.
+    """
+    terms = [
+        sa.and_(table.c.cluster_id == cluster_id, table.c.project.in_(sorted(names)))
+        for cluster_id, names in sorted(projects.items())
+    ]
+    return sa.or_(*terms) if terms else sa.false()
+
+
 def _member_of(table: sa.Table, names: Sequence[str]) -> sa.Exists:
     """The row's (cluster_id, project) is a project one of `names` belongs to."""
     m = memberships
@@ -109,13 +135,18 @@ def fetch_units(
     if flt.users:
         stmt = stmt.where(t.c.username.in_(flt.users))
     if flt.members_of:
-        stmt = stmt.where(
-            sa.or_(t.c.username.in_(flt.members_of), _member_of(t, list(flt.members_of)))
-        )
+        # The cluster restriction goes inside each OR term: a separate `cluster_id IN`
+        # makes SQLite walk every unit of the cluster instead of the user's and projects'.
+        mine = projects_of(conn, flt.members_of)
+        own: sa.ColumnElement[bool] = t.c.username.in_(flt.members_of)
+        if flt.cluster_ids:
+            own = sa.and_(t.c.cluster_id.in_(flt.cluster_ids), own)
+            mine = {c: p for c, p in mine.items() if c in flt.cluster_ids}
+        stmt = stmt.where(sa.or_(own, _in_projects(t, mine)))
+    elif flt.cluster_ids:
+        stmt = stmt.where(t.c.cluster_id.in_(flt.cluster_ids))
     if flt.projects:
         stmt = stmt.where(t.c.project.in_(flt.projects))
-    if flt.cluster_ids:
-        stmt = stmt.where(t.c.cluster_id.in_(flt.cluster_ids))
     if flt.uuids:
         # A lookup by uuid is not bounded by the window (CEEMS skips it too).
         stmt = stmt.where(t.c.uuid.in_(flt.uuids))
@@ -242,9 +273,11 @@ def _usage_columns(table: sa.Table) -> list[sa.ColumnClause[Any] | sa.Column[Any
     return [table.c[n] for n in (*names, "total_time_seconds", *METRIC_FIELDS)]
 
 
-def _filter_usage(stmt: sa.Select[Any], table: sa.Table, flt: UsageFilter) -> sa.Select[Any]:
+def _filter_usage(
+    conn: sa.Connection, stmt: sa.Select[Any], table: sa.Table, flt: UsageFilter
+) -> sa.Select[Any]:
     if flt.members_of is not None:
-        stmt = stmt.where(_member_of(table, flt.members_of))
+        stmt = stmt.where(_in_projects(table, projects_of(conn, flt.members_of)))
     if flt.projects:
         stmt = stmt.where(table.c.project.in_(flt.projects))
     if flt.cluster_ids:
@@ -258,7 +291,7 @@ def fetch_current_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]
     CEEMS filters on `last_updated_at`: a unit counts in the window of its last update, so
     windows side by side never count a finished unit twice. Rows are streamed and folded.
     """
-    stmt = _filter_usage(sa.select(*_usage_columns(units)), units, flt)
+    stmt = _filter_usage(conn, sa.select(*_usage_columns(units)), units, flt)
     if flt.window is not None:
         w = flt.window
         stmt = stmt.where(units.c.last_updated_at_ts.between(w.from_ms, w.to_ms))
@@ -269,7 +302,7 @@ def fetch_current_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]
 def fetch_daily_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
     """Usage summed over the UTC days that overlap the window (CEEMS' `experimental`)."""
     t = daily_usage
-    stmt = _filter_usage(sa.select(*_usage_columns(t), t.c.num_units), t, flt)
+    stmt = _filter_usage(conn, sa.select(*_usage_columns(t), t.c.num_units), t, flt)
     if flt.window is not None:
         first_day = flt.window.from_ms - flt.window.from_ms % DAY_MS
         stmt = stmt.where(t.c.day_ts.between(first_day, flt.window.to_ms))
@@ -280,7 +313,7 @@ def fetch_daily_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
 def fetch_global_usage(conn: sa.Connection, flt: UsageFilter) -> list[UsageRow]:
     """Cumulative usage since the first unit, per cluster, user and project."""
     t = usage_table
-    stmt = _filter_usage(sa.select(*_usage_columns(t), t.c.num_units), t, flt)
+    stmt = _filter_usage(conn, sa.select(*_usage_columns(t), t.c.num_units), t, flt)
     stmt = stmt.order_by(t.c.cluster_id, t.c.username, t.c.project)
     return [usage_row(row) for row in conn.execute(stmt).mappings()]
 
