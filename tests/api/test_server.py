@@ -167,11 +167,15 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
                             timeout=60)  # fmt: skip
     assert result.returncode == 1
     assert "ceems_api_server.data.update_interval" in result.stderr and "soon" in result.stderr
-    config.write_text("clusters:\n  - {id: c1, manager: pbs}\n")
+    data = tmp_path / "never-created"
+    config.write_text(
+        f"ceems_api_server: {{data: {{path: {data}}}}}\nclusters:\n  - {{id: c1, manager: pbs}}\n"
+    )
     result = subprocess.run([SERVER, "--config.file", str(config), "--web.listen-address",
                              f"127.0.0.1:{free_port()}"], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert result.returncode == 1 and "pbs" in result.stderr
+    assert not data.exists()  # refused before the store was touched
 
 
 def snapshot(data_dir: Path) -> dict[str, Any]:

@@ -161,6 +161,10 @@ class ApiServer:
 def build_server(config: ApiServerConfig, options: argparse.Namespace, web: WebConfig) -> ApiServer:
     """Open and migrate the store, build managers, updaters, the writer loop and the app."""
     data = config.ceems_api_server.data
+    # Managers and updaters first: a config naming one that is not installed must fail
+    # before the store is created or migrated.
+    managers = build_managers(config.clusters)
+    updaters = build_updaters(config.updaters)
     engine = create_store_engine(data)
     migrate(engine)
     writer = StoreWriter(engine)
@@ -170,8 +174,8 @@ def build_server(config: ApiServerConfig, options: argparse.Namespace, web: WebC
     loop = WriterLoop(
         config=config,
         store=writer,
-        managers=build_managers(config.clusters),
-        updaters=build_updaters(config.updaters),
+        managers=managers,
+        updaters=updaters,
         admin_source=teams.members if teams is not None else None,
     )
     app = create_app(config, read_only_engine(data), route_prefix=options.route_prefix)
