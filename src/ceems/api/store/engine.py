@@ -7,11 +7,12 @@ import logging
 import os
 import re
 import sqlite3
-from _json import encode_basestring, make_encoder, make_scanner
+from _json import encode_basestring, make_encoder
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -33,7 +34,6 @@ _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(","
 _ENCODE_C = make_encoder(
     None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False
 )
-_SCAN_C = make_scanner(cast(Any, json.JSONDecoder()))
 # An escaped NUL not itself preceded by an escaped backslash (that would be the text "\u0000").
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -44,13 +44,22 @@ MMAP_BYTES = 1 << 30
 
 
 def dumps_json(value: object) -> str:
-    """Serialise one JSON column value; empty maps, the common case, skip the encoder."""
-    if type(value) is dict:
-        if not value:
-            return "{}"
-        encoded = "".join(_ENCODE_C(value, 0))
-    else:
-        encoded = _ENCODER.encode(value)
+    """Serialise one JSON column value; empty maps, the common case, skip the encoder.
+
+    orjson (C) first: a commit encodes about twenty maps per unit and it is five times
+    faster than the standard library; what it refuses (integers past 64 bits) goes through
+    the standard encoder, which also refuses NaN and infinities.
+    """
+    if type(value) is dict and not value:
+        return "{}"
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        encoded = "null"  # re-encoded below
+    if "null" in encoded:
+        # orjson writes NaN and infinities as null; the standard encoder refuses them (and
+        # encodes a genuine None the same way), so anything holding a null takes that path.
+        encoded = "".join(_ENCODE_C(value, 0)) if type(value) is dict else _ENCODER.encode(value)
     # JSONB refuses NUL characters; SQLite would take them, so refuse them on both engines
     if "\\u0000" in encoded and _NUL.search(encoded):
         raise ValueError("NUL characters are not stored in JSON (PostgreSQL refuses them)")
@@ -61,14 +70,11 @@ def loads_json(text: str | bytes) -> Any:
     """Parse one JSON column value; what the store wrote needs no whitespace handling."""
     if text == "{}":
         return {}
-    if isinstance(text, bytes):  # psycopg hands JSONB over as bytes
-        text = text.decode()
     try:
-        value, end = _SCAN_C(text, 0)
-    except StopIteration:
-        end = -1
-    # anything else (leading or trailing whitespace, written by another tool) takes the long way
-    return value if end == len(text) else json.loads(text)
+        return orjson.loads(text)  # str or bytes (psycopg hands JSONB over as bytes)
+    except orjson.JSONDecodeError:
+        # what orjson refuses but the standard parser takes (NaN written by another tool)
+        return json.loads(text)
 
 
 def sqlite_path(data: DataConfig) -> Path:
