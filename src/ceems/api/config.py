@@ -10,18 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from ceems.common.config import StrictModel
-from ceems.common.durations import parse_duration
+from ceems.common.durations import coerce_duration
 from ceems.common.httpconfig import HttpClientConfig
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    return parse_duration(str(value))
 
 
 class DataConfig(StrictModel):
@@ -41,7 +33,7 @@ class DataConfig(StrictModel):
     _durations = field_validator(
         "retention_period", "update_interval", "max_update_interval", "backup_interval",
         mode="before",
-    )(_duration)  # fmt: skip
+    )(coerce_duration)  # fmt: skip
 
     @field_validator("update_interval", "max_update_interval", "backup_interval")
     @classmethod
@@ -101,7 +93,7 @@ class ServerWebConfig(StrictModel):
     user_header_names: list[str] = Field(default_factory=lambda: ["X-Grafana-User"])
     cors_origin: str = ""
 
-    _max_query = field_validator("max_query", mode="before")(_duration)
+    _max_query = field_validator("max_query", mode="before")(coerce_duration)
 
 
 class ServerConfig(StrictModel):

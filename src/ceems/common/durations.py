@@ -41,3 +41,12 @@ def format_duration(delta: timedelta) -> str:
             parts.append(f"{seconds // size}{unit}")
             seconds %= size
     return "".join(parts)
+
+
+def coerce_duration(value: object) -> timedelta:
+    """A config value as a duration: a timedelta, seconds as a number, or `1h30m` text."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return parse_duration(str(value))

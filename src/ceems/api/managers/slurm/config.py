@@ -8,18 +8,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ceems.common.config import StrictModel
-from ceems.common.durations import parse_duration
+from ceems.common.durations import coerce_duration
 
 # slurmrestd keys that may also be written flat in extra_config, next to `source`.
 _RESTD_KEYS = ("user_name", "token", "token_file", "jwt_key_file", "token_lifetime", "cluster_name")
-
-
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    return parse_duration(str(value))
 
 
 class RestdOptions(StrictModel):
@@ -34,7 +26,7 @@ class RestdOptions(StrictModel):
     token_lifetime: timedelta = timedelta(minutes=5)
     cluster_name: str = ""  # SLURM ClusterName when slurmdbd serves several; empty: all
 
-    _lifetime = field_validator("token_lifetime", mode="before")(_duration)
+    _lifetime = field_validator("token_lifetime", mode="before")(coerce_duration)
 
     @field_validator("token_lifetime")
     @classmethod
@@ -59,7 +51,7 @@ class SlurmOptions(StrictModel):
     cli_timeout: timedelta = timedelta(minutes=1)
     restd: RestdOptions = Field(default_factory=RestdOptions)
 
-    _timeout = field_validator("cli_timeout", mode="before")(_duration)
+    _timeout = field_validator("cli_timeout", mode="before")(coerce_duration)
 
     @field_validator("cli_timeout")
     @classmethod
