@@ -9,7 +9,7 @@ in the window, and a user sees the usage of every project they are a member of.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,22 +192,10 @@ def fetch_users(
     if cluster_ids:
         stmt = stmt.where(u.c.cluster_id.in_(cluster_ids))
     stmt = stmt.order_by(u.c.cluster_id, u.c.name, m.c.project)
-    result = []
-    rows = conn.execute(stmt).mappings()
-    for _, group in itertools.groupby(rows, key=lambda r: (r["cluster_id"], r["name"])):
-        members = list(group)
-        first = members[0]
-        result.append(
-            User(
-                cluster_id=first["cluster_id"],
-                resource_manager=first["resource_manager"],
-                name=first["name"],
-                uid=first["uid"],
-                projects=tuple(r["project"] for r in members if r["project"] is not None),
-                tags=first["tags"] or {},
-            )
-        )
-    return result
+    return [
+        User(**first, projects=others)
+        for first, others in _with_members(conn.execute(stmt).mappings(), "project")
+    ]
 
 
 def fetch_projects(
@@ -234,22 +222,27 @@ def fetch_projects(
     if cluster_ids:
         stmt = stmt.where(p.c.cluster_id.in_(cluster_ids))
     stmt = stmt.order_by(p.c.cluster_id, p.c.name, m.c.username)
-    result = []
-    rows = conn.execute(stmt).mappings()
+    return [
+        Project(**first, users=others)
+        for first, others in _with_members(conn.execute(stmt).mappings(), "username")
+    ]
+
+
+def _with_members(
+    rows: Iterable[sa.RowMapping], member: str
+) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+    """Group (account, member) join rows by account: its fields and its members' names."""
     for _, group in itertools.groupby(rows, key=lambda r: (r["cluster_id"], r["name"])):
         members = list(group)
         first = members[0]
-        result.append(
-            Project(
-                cluster_id=first["cluster_id"],
-                resource_manager=first["resource_manager"],
-                name=first["name"],
-                uid=first["uid"],
-                users=tuple(r["username"] for r in members if r["username"] is not None),
-                tags=first["tags"] or {},
-            )
-        )
-    return result
+        fields = {
+            "cluster_id": first["cluster_id"],
+            "resource_manager": first["resource_manager"],
+            "name": first["name"],
+            "uid": first["uid"],
+            "tags": first["tags"] or {},
+        }
+        yield fields, tuple(r[member] for r in members if r[member] is not None)
 
 
 def is_admin(conn: sa.Connection, name: str) -> bool:

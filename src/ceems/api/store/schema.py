@@ -104,31 +104,25 @@ daily_usage = _usage_table(
     sa.Index("ix_daily_usage_day", "day_ts"),
 )
 
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("cluster_id", sa.String(128), nullable=False),
-    sa.Column("resource_manager", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("uid", sa.String(64), nullable=False, default=""),
-    sa.Column("tags", Json, nullable=False, default=dict),
-    sa.Column("last_updated_at_ts", sa.BigInteger, nullable=False, default=0),
-    sa.UniqueConstraint("cluster_id", "name", name="uq_users_cluster_name"),
-)
 
-projects = sa.Table(
-    "projects",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("cluster_id", sa.String(128), nullable=False),
-    sa.Column("resource_manager", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("uid", sa.String(64), nullable=False, default=""),
-    sa.Column("tags", Json, nullable=False, default=dict),
-    sa.Column("last_updated_at_ts", sa.BigInteger, nullable=False, default=0),
-    sa.UniqueConstraint("cluster_id", "name", name="uq_projects_cluster_name"),
-)
+def _account_table(name: str) -> sa.Table:
+    """Users and projects have the same shape: one row per name and cluster."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("cluster_id", sa.String(128), nullable=False),
+        sa.Column("resource_manager", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("uid", sa.String(64), nullable=False, default=""),
+        sa.Column("tags", Json, nullable=False, default=dict),
+        sa.Column("last_updated_at_ts", sa.BigInteger, nullable=False, default=0),
+        sa.UniqueConstraint("cluster_id", "name", name=f"uq_{name}_cluster_name"),
+    )
+
+
+users = _account_table("users")
+projects = _account_table("projects")
 
 # Who belongs to which project: what every non-admin query is filtered by.
 memberships = sa.Table(
