@@ -88,6 +88,17 @@ class Project:
     tags: Mapping[str, Any] = field(default_factory=dict)
 
 
+def merge_provenance(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:
+    """Key by key union of comma-separated values: a unit that ran on nodes with different
+    sensors, or through updates with different rules, names every source it had."""
+    merged = dict(before)
+    for key, value in after.items():
+        parts = {p for p in merged.get(key, "").split(",") if p}
+        parts |= {p for p in value.split(",") if p}
+        merged[key] = ",".join(sorted(parts))
+    return merged
+
+
 def accumulate_maps(
     old: Mapping[str, Mapping[str, float]],
     old_times: Mapping[str, float],

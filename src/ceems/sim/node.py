@@ -41,6 +41,9 @@ class NodeSpec:
     dram_idle_w: float = 4.0
     dram_max_w: float = 20.0
     other_w: float = 90.0  # fans, disks, NICs, PSU losses: seen by the BMC, not by RAPL
+    # What the OS itself uses outside every compute unit, when units run.
+    background_cpus: float = 0.25
+    background_memory_bytes: int = 2 * 2**30
     rapl_range_uj: int = REAL_RAPL_RANGE_UJ
     hwmon: bool = True
     ipmi: bool = True
@@ -74,6 +77,7 @@ class SimulatedNode:
     # Compute units running on the node; when there are any, they set its CPU load.
     cgroups: SimCgroups | None = None
     unit_energy_j: dict[str, float] = field(default_factory=dict)
+    unit_attributed_j: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -182,38 +186,75 @@ class SimulatedNode:
             # Energy over the step at the power that held during it, then the new state.
             for zone, watts in self.power_w.items():
                 self.energy_j[zone] += watts * dt_s
-            load = self.workload.cpu
-            if self.cgroups is not None and self.cgroups.units:
-                self._share_dynamic_energy(dt_s)
+            with_units = self.cgroups is not None and bool(self.cgroups.units)
+            if with_units:
+                self._share_energy(dt_s)
+                self._unit_ticks(dt_s)
+                assert self.cgroups is not None
                 self.cgroups.advance(dt_s)
-            cpu_s = self.spec.cpus * dt_s * USER_HZ
-            self.cpu_ticks["user"] += cpu_s * load * 0.85
-            self.cpu_ticks["system"] += cpu_s * load * 0.12
-            self.cpu_ticks["softirq"] += cpu_s * load * 0.01
-            self.cpu_ticks["iowait"] += cpu_s * load * 0.02
-            self.cpu_ticks["idle"] += cpu_s * (1 - load)
+            else:
+                load = self.workload.cpu
+                cpu_s = self.spec.cpus * dt_s * USER_HZ
+                self.cpu_ticks["user"] += cpu_s * load * 0.85
+                self.cpu_ticks["system"] += cpu_s * load * 0.12
+                self.cpu_ticks["softirq"] += cpu_s * load * 0.01
+                self.cpu_ticks["iowait"] += cpu_s * load * 0.02
+                self.cpu_ticks["idle"] += cpu_s * (1 - load)
             self.elapsed_s += dt_s
             self.workload.step(dt_s)
-            if self.cgroups is not None and self.cgroups.units:
-                busy = sum(self.cgroups.busy_cpus().values())
+            if with_units:
+                assert self.cgroups is not None
+                busy = sum(self.cgroups.busy_cpus().values()) + self.spec.background_cpus
                 self.workload.cpu = min(1.0, busy / self.spec.cpus)
+                self.workload.memory = min(
+                    1.0, self.memory_used_bytes() / self.spec.mem_total_bytes
+                )
             self._update_power()
             self._write()
 
-    def _share_dynamic_energy(self, dt_s: float) -> None:
-        """Ground truth per unit: the package power above idle, split by busy CPUs."""
+    def memory_used_bytes(self) -> int:
+        """Memory in use on the node: the units' plus the OS's (units running only)."""
+        assert self.cgroups is not None
+        units = sum(u.memory_bytes for u in self.cgroups.units.values())
+        return int(units) + self.spec.background_memory_bytes
+
+    def _unit_ticks(self, dt_s: float) -> None:
+        """Node CPU time is the units' (as SimCgroups.advance will count it) plus the OS's."""
+        assert self.cgroups is not None
+        busy = sum(self.cgroups.busy_cpus().values())
+        background = self.spec.background_cpus
+        idle = max(0.0, self.spec.cpus - busy - background)
+        self.cpu_ticks["user"] += (busy * 0.9 + background * 0.7) * dt_s * USER_HZ
+        self.cpu_ticks["system"] += (busy * 0.1 + background * 0.3) * dt_s * USER_HZ
+        self.cpu_ticks["idle"] += idle * dt_s * USER_HZ
+
+    def _share_energy(self, dt_s: float) -> None:
+        """Ground truth per unit over this step, at the power and shares that hold in it.
+
+        `dynamic`: the package power above idle, split by busy CPUs (what the unit caused).
+        `attributed`: the default policy of docs/attribution.md applied exactly: package
+        by CPU time, DRAM by memory, the rest of the node by allocated CPUs.
+        """
         assert self.cgroups is not None
         busy = self.cgroups.busy_cpus()
         total = sum(busy.values())
-        if total <= 0:
-            return
-        dynamic_w = sum(
-            w - self.spec.package_idle_w for z, w in self.power_w.items() if z.startswith("package")
-        )
-        for uuid, cpus in busy.items():
-            self.unit_energy_j[uuid] = (
-                self.unit_energy_j.get(uuid, 0.0) + dynamic_w * dt_s * cpus / total
+        package_w = sum(w for z, w in self.power_w.items() if z.startswith("package"))
+        dram_w = sum(w for z, w in self.power_w.items() if z.startswith("dram"))
+        misc_w = self.power_w["node"] - package_w - dram_w
+        dynamic_w = package_w - self.spec.package_idle_w * self.spec.sockets
+        node_busy = total + self.spec.background_cpus
+        memory = self.memory_used_bytes()
+        for uuid, unit in self.cgroups.units.items():
+            if total > 0:
+                self.unit_energy_j[uuid] = (
+                    self.unit_energy_j.get(uuid, 0.0) + dynamic_w * dt_s * busy[uuid] / total
+                )
+            watts = (
+                package_w * busy[uuid] / node_busy
+                + dram_w * unit.memory_bytes / memory
+                + misc_w * unit.cpus / self.spec.cpus
             )
+            self.unit_attributed_j[uuid] = self.unit_attributed_j.get(uuid, 0.0) + watts * dt_s
 
     def _write(self) -> None:
         spec = self.spec
@@ -226,11 +267,16 @@ class SimulatedNode:
         lines += ["intr 0", "ctxt 0", "btime 1700000000", "processes 1", "procs_running 1"]
         write_atomic(self.procfs / "stat", "\n".join(lines) + "\n")
         total_kb = spec.mem_total_bytes // 1024
-        free_kb = int(total_kb * (1 - self.workload.memory))
+        if self.cgroups is not None and self.cgroups.units:
+            free_kb = total_kb - self.memory_used_bytes() // 1024
+            available_kb = free_kb
+        else:
+            free_kb = int(total_kb * (1 - self.workload.memory))
+            available_kb = int(free_kb * 1.05)
         write_atomic(
             self.procfs / "meminfo",
             f"MemTotal:       {total_kb} kB\nMemFree:        {free_kb} kB\n"
-            f"MemAvailable:   {int(free_kb * 1.05)} kB\nBuffers:        1024 kB\n"
+            f"MemAvailable:   {available_kb} kB\nBuffers:        1024 kB\n"
             f"Cached:         {total_kb // 20} kB\nHugePages_Total:       0\n",
         )
         for s in range(spec.sockets):
@@ -280,12 +326,17 @@ class SimulatedNode:
         }
 
     def unit_ground_truth(self) -> dict[str, dict[str, float]]:
-        """Per running unit: exact CPU seconds, and its share of the package energy above idle."""
+        """Per running unit: exact CPU seconds, the package energy above idle it caused, and
+        the node energy the default attribution policy gives it (see `_share_energy`)."""
         if self.cgroups is None:
             return {}
         cpu = self.cgroups.ground_truth()
         return {
-            uuid: {"cpu_seconds": cpu_s, "dynamic_energy_joules": self.unit_energy_j.get(uuid, 0.0)}
+            uuid: {
+                "cpu_seconds": cpu_s,
+                "dynamic_energy_joules": self.unit_energy_j.get(uuid, 0.0),
+                "attributed_energy_joules": self.unit_attributed_j.get(uuid, 0.0),
+            }
             for uuid, cpu_s in cpu.items()
         }
 

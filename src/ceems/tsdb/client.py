@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -36,6 +36,16 @@ def _time(at: datetime) -> str:
 def _redacted(url: str) -> str:
     parsed = httpx.URL(url)
     return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def _match_window(matchers: Sequence[str], start: datetime | None, end: datetime | None) -> Params:
+    """`match[]` selectors and an optional time window, as the metadata endpoints take them."""
+    params: Params = [("match[]", m) for m in matchers]
+    if start is not None:
+        params.append(("start", _time(start)))
+    if end is not None:
+        params.append(("end", _time(end)))
+    return params
 
 
 class TsdbClient:
@@ -150,15 +160,25 @@ class TsdbClient:
         end: datetime | None = None,
     ) -> list[str]:
         """Label names, of the series matching `matchers` when given."""
-        params: Params = [("match[]", m) for m in matchers]
-        if start is not None:
-            params.append(("start", _time(start)))
-        if end is not None:
-            params.append(("end", _time(end)))
+        params = _match_window(matchers, start, end)
         data = self._call("/api/v1/labels", params)
         if not isinstance(data, list):
             raise TsdbError(f"TSDB /api/v1/labels: expected a list, got {data!r}")
         return [str(name) for name in data]
+
+    def label_values(
+        self,
+        name: str,
+        matchers: Sequence[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[str]:
+        """Values of label `name`, among the series matching `matchers` when given."""
+        params = _match_window(matchers, start, end)
+        data = self._call(f"/api/v1/label/{quote(name, safe='')}/values", params)
+        if not isinstance(data, list):
+            raise TsdbError(f"TSDB label values of {name}: expected a list, got {data!r}")
+        return [str(value) for value in data]
 
     def delete_series(self, matchers: Sequence[str], start: datetime, end: datetime) -> None:
         """Delete the samples of matching series in [start, end] (admin API).

@@ -11,7 +11,7 @@ from ceems.api.config import UpdaterConfig
 from ceems.api.models import MetricMap, Unit
 from ceems.api.updaters.protocol import UpdaterError
 from ceems.api.updaters.queries import DEFAULT_QUERIES
-from ceems.api.updaters.tsdb import RANGE_BUCKETS, TsdbUpdater
+from ceems.api.updaters.tsdb import PROVENANCE_FAMILIES, RANGE_BUCKETS, TsdbUpdater
 from ceems.common.httpconfig import HttpClientConfig
 from ceems.tsdb.client import TsdbClient
 from tests.api.updaters.scenario import (
@@ -35,7 +35,8 @@ SPECS = make_specs(40)
 # evaluations write when a unit's series end, so an ended unit's last sample is not
 # repeated for the default 5 minutes.
 LOOKBACK = f"--query.lookback-delta={SCRAPE_S}s"
-N_QUERIES = sum(len(subs) for subs in DEFAULT_QUERIES.values())
+# one query per sub-key, plus one provenance query each for CPU and GPU energy
+N_QUERIES = sum(len(subs) for subs in DEFAULT_QUERIES.values()) + len(PROVENANCE_FAMILIES)
 
 
 class CountingTransport(httpx.BaseTransport):

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -16,11 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ceems.api.models import METRIC_FIELDS, Project, Unit, User
+from ceems.api.models import METRIC_FIELDS, Project, Unit, User, merge_provenance
 from ceems.api.store import schema
 from ceems.api.store.accumulate import DAY_MS, Figures, UsageDelta, usage_deltas, utc_day_ms
 from ceems.api.store.backup import BACKUP_KEEP, backup_postgresql, backup_sqlite
 from ceems.api.store.bulk import WRITE_CHUNK, chunks, delete_rows, replace_rows, upsert
+from ceems.api.store.engine import loads_json
 from ceems.api.store.errors import CheckpointError, StoreError, StoreInputError
 from ceems.api.store.rows import (
     MAX_TS,
@@ -273,22 +274,26 @@ def _merge_units(
         table.c.uuid,
         table.c.created_at_ts,
         table.c.num_updates,
+        sa.type_coerce(table.c.provenance, sa.Text),
         *(sa.type_coerce(table.c[name], sa.Text) for name in _FIGURE_COLUMNS),
     ]
-    known: dict[tuple[str, int], tuple[Figures, int]] = {}
+    known: dict[tuple[str, int], tuple[Figures, int, dict[str, str]]] = {}
     for chunk in chunks(sorted({u.uuid for u in units}), IN_CHUNK):
         query = sa.select(*columns).where(table.c.cluster_id == cluster_id, table.c.uuid.in_(chunk))
-        for uuid, created_at_ts, num_updates, *stored in conn.execute(query):
-            known[(uuid, created_at_ts)] = (Figures.from_json(stored), num_updates)
+        for uuid, created_at_ts, num_updates, provenance, *stored in conn.execute(query):
+            origin = provenance if isinstance(provenance, dict) else loads_json(provenance or "{}")
+            known[(uuid, created_at_ts)] = (Figures.from_json(stored), num_updates, origin)
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     seen: list[tuple[Unit, bool]] = []
     for unit in units:
         key = (unit.uuid, unit.created_at_ts)
         before = known.get(key)
-        figures, num_updates = before if before is not None else (Figures(), 0)
+        figures, num_updates, origin = before if before is not None else (Figures(), 0, {})
         figures.add(unit.total_time_seconds, unit.metrics)
+        origin = merge_provenance(origin, unit.provenance)
         # a unit listed twice in one window accumulates twice, into one row
-        known[key] = (figures, num_updates + 1)
+        known[key] = (figures, num_updates + 1, origin)
+        unit = replace(unit, provenance=origin)
         rows[key] = unit_row(unit, figures.columns(), num_updates + 1, now_ms)
         seen.append((unit, before is None))
     return list(rows.values()), seen

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from ceems.api.config import UpdaterConfig
-from ceems.api.models import METRIC_FIELDS, MetricMap, Unit
+from ceems.api.models import METRIC_FIELDS, MetricMap, Unit, merge_provenance
 from ceems.api.updaters.protocol import UpdaterError
 from ceems.api.updaters.queries import DEFAULT_QUERIES, PLACEHOLDERS
 from ceems.common.config import ConfigError, StrictModel
@@ -42,6 +42,20 @@ SAMPLES_BUDGET = 0.5
 RANGE_BUCKETS = 4
 
 
+# Provenance: the recording rules label each unit's power series with how it was made
+# (docs/attribution.md); one query per family reads those labels back.
+PROVENANCE_LABELS = ("power_source", "attribution", "pue")
+PROVENANCE_FAMILIES = {
+    "cpu": ("total_cpu_energy_usage_kwh", "uuid:ceems_host_power_watts:pue"),
+    "gpu": ("total_gpu_energy_usage_kwh", "uuid:ceems_gpu_power_watts:pue"),
+}
+EMISSION_METRICS = {"cpu": "total_cpu_emissions_gms", "gpu": "total_gpu_emissions_gms"}
+_PROVENANCE = (
+    f"group by (uuid, {', '.join(PROVENANCE_LABELS)}) "
+    "(last_over_time(SERIES{uuid=~`{{.UUIDs}}`}[{{.Range}}]))"
+)
+
+
 class TsdbExtraConfig(StrictModel):
     """`extra_config` of a `tsdb` updater."""
 
@@ -49,6 +63,8 @@ class TsdbExtraConfig(StrictModel):
     delete_ignored: bool = False
     query_batch_size: int | None = Field(default=None, gt=0)
     queries: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Read where each unit's energy figures come from (labels of the rule series).
+    provenance: bool = True
 
     @field_validator("cutoff_duration", mode="before")
     @classmethod
@@ -207,6 +223,11 @@ class TsdbUpdater:
         self.config = parse_extra_config(config)
         self.queries = compile_queries(config.id, self.config.queries or DEFAULT_QUERIES)
         self.metrics = tuple(dict.fromkeys(q.metric for q in self.queries))
+        self.provenance_queries = {
+            family: compile_template(_PROVENANCE.replace("SERIES", series), PLACEHOLDERS)
+            for family, (metric, series) in PROVENANCE_FAMILIES.items()
+            if self.config.provenance and metric in self.metrics
+        }
         if client is None:
             if not config.web.url:
                 raise ConfigError(f"updater {config.id!r}: web.url is empty")
@@ -235,8 +256,10 @@ class TsdbUpdater:
             raise UpdaterError(f"updater {self.id!r}: cannot read TSDB settings: {err}") from err
         batches = plan_batches(flagged, start, end, settings, self.config.query_batch_size)
         results: dict[str, dict[str, MetricMap]] = {}
+        origins: dict[str, dict[str, str]] = {}
         for batch in batches:
             self._query_batch(batch, end, settings, results)
+            self._query_provenance(batch, end, settings, origins)
         log.info(
             "units updated from TSDB",
             extra={
@@ -250,7 +273,14 @@ class TsdbUpdater:
         for unit in flagged:
             found = results.get(unit.uuid, {})
             filled = {metric: found.get(metric, {}) for metric in self.metrics}
-            updated.append(replace(unit, metrics={**unit.metrics, **filled}))
+            origin = merge_provenance(unit.provenance, origins.get(unit.uuid, {}))
+            for family, metric in EMISSION_METRICS.items():
+                providers = [k.removesuffix("_total") for k in filled.get(metric, {})]
+                if providers:
+                    origin = merge_provenance(
+                        origin, {f"{family}_emission_providers": ",".join(providers)}
+                    )
+            updated.append(replace(unit, metrics={**unit.metrics, **filled}, provenance=origin))
         if self.config.delete_ignored and short - {""}:
             self._delete_ignored(sorted(short - {""}), start, end)
         return updated
@@ -291,6 +321,33 @@ class TsdbUpdater:
                 key = query.key.render({f"Labels.{k}": v for k, v in sample.labels.items()})
                 unit_maps = results.setdefault(uuid, {})
                 unit_maps.setdefault(query.metric, {})[key] = _sanitize(sample.value)
+
+    def _query_provenance(
+        self,
+        batch: Batch,
+        at: datetime,
+        settings: TsdbSettings,
+        origins: dict[str, dict[str, str]],
+    ) -> None:
+        values = placeholder_values(batch, settings)
+        members = set(batch.uuids)
+        for family, template in self.provenance_queries.items():
+            try:
+                samples = self.client.query(template.render(values), at)
+            except TsdbError as err:
+                raise UpdaterError(
+                    f"updater {self.id!r}: provenance query for {family} failed: {err}"
+                ) from err
+            for sample in samples:
+                uuid = sample.labels.get("uuid", "")
+                if uuid not in members:
+                    continue
+                found = {
+                    f"{family}_{label}": sample.labels[label]
+                    for label in PROVENANCE_LABELS
+                    if sample.labels.get(label)
+                }
+                origins[uuid] = merge_provenance(origins.get(uuid, {}), found)
 
     def _delete_ignored(self, uuids: Sequence[str], start: datetime, end: datetime) -> None:
         # never called with no uuids: an empty regex would delete every series with a uuid;

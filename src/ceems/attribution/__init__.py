@@ -1,0 +1,1 @@
+"""Energy and emissions attribution: the recording rules that split node power between units."""

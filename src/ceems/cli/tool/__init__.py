@@ -1,0 +1,1 @@
+"""`ceems_tool`: operator helpers (recording rules, updater queries, web config, health checks)."""
