@@ -1,0 +1,1 @@
+"""ceems_lb: PromQL-aware access control and load balancing in front of TSDBs."""
