@@ -28,6 +28,7 @@ from ceems.common.durations import parse_duration
 from ceems.tsdb.client import TsdbClient
 from ceems.tsdb.errors import TsdbError
 from ceems.tsdb.promql import alternation, format_duration, regex_selector
+from ceems.tsdb.samples import Sample
 from ceems.tsdb.settings import TsdbSettings
 from ceems.tsdb.templates import QueryTemplate, TemplateError, compile_template
 
@@ -285,6 +286,15 @@ class TsdbUpdater:
             self._delete_ignored(sorted(short - {""}), start, end)
         return updated
 
+    def _query(
+        self, promql: str, at: datetime, what: str, lookback_delta: timedelta | None = None
+    ) -> list[Sample]:
+        """One instant query; a TSDB failure becomes an UpdaterError naming `what`."""
+        try:
+            return self.client.query(promql, at, lookback_delta=lookback_delta)
+        except TsdbError as err:
+            raise UpdaterError(f"updater {self.id!r}: {what} failed: {err}") from err
+
     def _query_batch(
         self,
         batch: Batch,
@@ -295,14 +305,12 @@ class TsdbUpdater:
         values = placeholder_values(batch, settings)
         members = set(batch.uuids)
         for query in self.queries:
-            promql = query.promql.render(values)
-            try:
-                samples = self.client.query(promql, at, lookback_delta=settings.scrape_interval)
-            except TsdbError as err:
-                raise UpdaterError(
-                    f"updater {self.id!r}: query for {query.metric}.{query.key.source} "
-                    f"failed: {err}"
-                ) from err
+            samples = self._query(
+                query.promql.render(values),
+                at,
+                f"query for {query.metric}.{query.key.source}",
+                settings.scrape_interval,
+            )
             log.debug(
                 "TSDB query",
                 extra={
@@ -332,12 +340,7 @@ class TsdbUpdater:
         values = placeholder_values(batch, settings)
         members = set(batch.uuids)
         for family, template in self.provenance_queries.items():
-            try:
-                samples = self.client.query(template.render(values), at)
-            except TsdbError as err:
-                raise UpdaterError(
-                    f"updater {self.id!r}: provenance query for {family} failed: {err}"
-                ) from err
+            samples = self._query(template.render(values), at, f"provenance query for {family}")
             for sample in samples:
                 uuid = sample.labels.get("uuid", "")
                 if uuid not in members:

@@ -8,31 +8,25 @@ from collections.abc import Mapping
 
 import yaml
 
-from ceems.api.updaters.queries import DEFAULT_QUERIES
+from ceems.api.updaters.queries import DEFAULT_QUERIES, PLACEHOLDERS
+from ceems.api.updaters.tsdb import Batch, placeholder_values
 from ceems.cli.tool.httpclient import add_http_flags, load_client_config
 from ceems.cli.tool.window import add_window_flags, window
 from ceems.common.config import ConfigError
 from ceems.tsdb.client import TsdbClient
 from ceems.tsdb.errors import TsdbError
 from ceems.tsdb.promql_ast import metric_names
+from ceems.tsdb.settings import TsdbSettings
+from ceems.tsdb.templates import compile_template
 
 # Values that make the templates plain PromQL, so the parser can name their series.
-_SAMPLE = {
-    "{{.UUIDs}}": "1|2",
-    "{{.Range}}": "1h",
-    "{{.ScrapeInterval}}": "30s",
-    "{{.ScrapeIntervalMilli}}": "30000",
-    "{{.EvaluationInterval}}": "30s",
-    "{{.EvaluationIntervalMilli}}": "30000",
-    "{{.RateInterval}}": "2m",
-}
+_SAMPLE = placeholder_values(Batch(range_ms=3_600_000, uuids=("1", "2")), TsdbSettings())
 
 
 def series_of(template: str) -> set[str]:
     """The metric names one default query template reads."""
-    for placeholder, value in _SAMPLE.items():
-        template = template.replace(placeholder, value)
-    return metric_names(template)
+    promql = compile_template(template, PLACEHOLDERS).render(_SAMPLE)
+    return metric_names(promql)
 
 
 def queries_for(present: set[str]) -> dict[str, dict[str, str]]:
