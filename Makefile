@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 services:
-	scripts/services.sh install prometheus slurm postgresql
+	scripts/services.sh install prometheus victoria-metrics slurm postgresql
 
 demo: $(STAMP) services
 	$(BIN)/ceems demo

@@ -6,7 +6,8 @@
 #   scripts/services.sh stop NAME...      stop by recorded PID (SIGTERM, then SIGKILL after 15 s)
 #   scripts/services.sh status NAME...    print "NAME running PID PORT" or "NAME stopped"
 #
-# NAME: prometheus (also provides promtool); slurm (a single-node cluster "testcluster": munged,
+# NAME: prometheus (also provides promtool); victoria-metrics (single-node, a second TSDB
+# backend for ceems_lb); slurm (a single-node cluster "testcluster": munged,
 # mariadbd, slurmdbd, slurmctld, slurmd, slurmrestd; users alice, bob, carol; see docs/services.md);
 # postgresql (one server, role and database "ceems"; its SQLAlchemy URL in postgresql/url).
 # Environment:
@@ -14,6 +15,8 @@
 #   PROMETHEUS_PORT     loopback port (default 9090)
 #   PROMETHEUS_CONFIG   prometheus.yml to use (default: one that scrapes Prometheus itself)
 #   PROMETHEUS_ARGS     extra prometheus flags, e.g. "--storage.tsdb.min-block-duration=5m"
+#   VICTORIA_METRICS_PORT  loopback port (default 8428)
+#   VICTORIA_METRICS_ARGS  extra victoria-metrics flags
 #   SLURMRESTD_PORT     slurmrestd loopback port (default 6820)
 #   SLURM_DB_PORT       MariaDB loopback port for slurmdbd (default 3306)
 #   SLURM_CGROUPS       1 (default): proctrack/task/jobacct_gather cgroup plugins; 0: none
@@ -509,19 +512,43 @@ stop_postgresql() {
   echo "postgresql stopped"
 }
 
-known() { case $1 in prometheus | slurm | postgresql) return 0 ;; *) return 1 ;; esac; }
+# ---- victoria-metrics: VictoriaMetrics single-node, a second Prometheus-compatible TSDB ----
+install_victoria_metrics() {
+  command -v victoria-metrics >/dev/null || apt_install victoria-metrics
+}
+
+start_victoria_metrics() {
+  install_victoria_metrics
+  local dir=$STATE/victoria-metrics port=${VICTORIA_METRICS_PORT:-8428}
+  mkdir -p "$dir/data"
+  if [ -f "$dir/pid" ] && is_running "$(cat "$dir/pid")"; then
+    echo "victoria-metrics already running (pid $(cat "$dir/pid"))"; return 0
+  fi
+  # -search.latencyOffset=0s: samples are queryable at once, not 30 s later
+  # shellcheck disable=SC2086  # VICTORIA_METRICS_ARGS is a list of flags
+  setsid victoria-metrics -storageDataPath="$dir/data" -httpListenAddr="127.0.0.1:$port" \
+    -retentionPeriod=100y -search.latencyOffset=0s ${VICTORIA_METRICS_ARGS:-} \
+    >"$dir/victoria-metrics.log" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+  echo "$port" >"$dir/port"
+  wait_http "http://127.0.0.1:$port/health" 60 "$dir/pid" \
+    || { tail -n 20 "$dir/victoria-metrics.log" >&2; die "victoria-metrics did not become ready on port $port"; }
+  echo "victoria-metrics running (pid $(cat "$dir/pid"), http://127.0.0.1:$port)"
+}
+
+known() { case $1 in prometheus | victoria-metrics | slurm | postgresql) return 0 ;; *) return 1 ;; esac; }
 has() { declare -F "$1" >/dev/null; }
 
-[ $# -ge 2 ] || die "usage: $0 install|start|stop|status NAME... (NAME: prometheus, slurm, postgresql)"
+[ $# -ge 2 ] || die "usage: $0 install|start|stop|status NAME... (NAME: prometheus, victoria-metrics, slurm, postgresql)"
 action=$1; shift
-for name in "$@"; do known "$name" || die "unknown service '$name' (known: prometheus, slurm, postgresql)"; done
+for name in "$@"; do known "$name" || die "unknown service '$name' (known: prometheus, victoria-metrics, slurm, postgresql)"; done
 rc=0
 for name in "$@"; do
   case $action in
-    install) "install_$name" ;;
-    start) "start_$name" ;;
-    stop) if has "stop_$name"; then "stop_$name"; else stop_service "$name"; fi ;;
-    status) if has "status_$name"; then "status_$name" || rc=$?; else status_service "$name" || rc=$?; fi ;;
+    install) "install_${name//-/_}" ;;
+    start) "start_${name//-/_}" ;;
+    stop) if has "stop_${name//-/_}"; then "stop_${name//-/_}"; else stop_service "$name"; fi ;;
+    status) if has "status_${name//-/_}"; then "status_${name//-/_}" || rc=$?; else status_service "$name" || rc=$?; fi ;;
     *) die "unknown action '$action' (install|start|stop|status)" ;;
   esac
 done

@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from ceems import __version__
 from ceems.api.admins import GrafanaTeams
@@ -29,6 +29,7 @@ from ceems.api.store.migrate import migrate
 from ceems.api.store.writes import StoreWriter
 from ceems.api.updaters.registry import build_updaters
 from ceems.api.writer import WriterLoop
+from ceems.common.asgiguard import Guard
 from ceems.common.config import ConfigError, load_config
 from ceems.common.durations import parse_duration
 from ceems.common.logging import LEVELS, setup_logging
@@ -104,41 +105,6 @@ def apply_flags(config: ApiServerConfig, options: argparse.Namespace) -> ApiServ
         return config
     server = config.ceems_api_server.model_copy(update={"web": web.model_copy(update=updates)})
     return config.model_copy(update={"ceems_api_server": server})
-
-
-@dataclass(frozen=True, slots=True)
-class Guard:
-    """ASGI middleware: basic auth from the web config and a cap on concurrent requests."""
-
-    app: ASGIApp
-    auth: BasicAuth
-    slots: threading.BoundedSemaphore | None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.auth:
-            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-            if not self.auth.check(headers.get("authorization")):
-                await _plain(
-                    send, 401, b"Unauthorized\n", [(b"www-authenticate", b'Basic realm="ceems"')]
-                )
-                return
-        if self.slots is not None and not self.slots.acquire(blocking=False):
-            await _plain(send, 503, b"Too many concurrent requests\n", [])
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            if self.slots is not None:
-                self.slots.release()
-
-
-async def _plain(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain"), *headers]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

@@ -20,6 +20,10 @@ import promql_parser
 from ceems.tsdb.promql_ast import PromqlError, parse, vector_selectors
 
 UUID_LABEL = "uuid"
+# Pyroscope profiles carry the unit's uuid as their service name.
+SERVICE_LABEL = "service_name"
+# An operator-set label naming the cluster; it routes the query when present (CEEMS).
+CLUSTER_LABEL = "ceems_id"
 # One alternative of a uuid regex: characters that are literal in RE2, or an escaped dot.
 _LITERAL = re.compile(r"(?:[A-Za-z0-9_@:-]|\\\.)+")
 MAX_QUERY_BYTES = 256 * 1024
@@ -29,40 +33,70 @@ class QueryRefusedError(Exception):
     """A query a non-admin may not run; the message says which part and why."""
 
 
+class QueryInvalidError(QueryRefusedError):
+    """A query that is not PromQL at all, or too long to parse: bad input rather than denial."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The units a query reads (empty when it reads only allow-listed node series)."""
+    """The units a query reads (empty when it reads only allow-listed node series), and the
+    clusters its `ceems_id` matchers name."""
 
     uuids: frozenset[str]
+    clusters: frozenset[str] = frozenset()
 
 
 def _literal_values(matcher: promql_parser.Matcher) -> set[str]:
-    """The uuids a positive uuid matcher selects; refused unless they are plain literals."""
+    """The values a positive matcher selects; refused unless they are plain literals."""
     if matcher.op == promql_parser.MatchOp.Equal:
         if not matcher.value:
-            raise QueryRefusedError('uuid="" selects every series without a uuid')
+            raise QueryRefusedError(f'{matcher.name}="" selects every series without one')
         return {matcher.value}
     if matcher.op == promql_parser.MatchOp.Re:
         values = set()
         for part in matcher.value.split("|"):
             if not _LITERAL.fullmatch(part):
                 raise QueryRefusedError(
-                    f"uuid=~{matcher.value!r}: only an alternation of literal uuids is allowed"
+                    f"{matcher.name}=~{matcher.value!r}: only an alternation of literal "
+                    "values is allowed"
                 )
             values.add(part.replace("\\.", "."))
         return values
-    raise QueryRefusedError(f"negative uuid matcher {matcher}: it selects other users' units")
+    raise QueryRefusedError(
+        f"negative {matcher.name} matcher {matcher}: it selects other users' units"
+    )
 
 
-def _group_uuids(matchers: list[promql_parser.Matcher]) -> set[str] | None:
-    """uuids one matcher group pins (the intersection of its uuid matchers), None if unpinned."""
+def _group_uuids(matchers: list[promql_parser.Matcher], label: str) -> set[str] | None:
+    """Values one matcher group pins (the intersection of its `label` matchers), or None."""
     pinned: set[str] | None = None
     for matcher in matchers:
-        if matcher.name != UUID_LABEL:
+        if matcher.name != label:
             continue
         values = _literal_values(matcher)
         pinned = values if pinned is None else pinned & values
     return pinned
+
+
+def _clusters(selectors: list[promql_parser.VectorSelector]) -> frozenset[str]:
+    named: set[str] = set()
+    for selector in selectors:
+        for group in selector.matchers.or_matchers or [selector.matchers.matchers]:
+            for matcher in group:
+                if matcher.name == CLUSTER_LABEL and matcher.op in (
+                    promql_parser.MatchOp.Equal,
+                    promql_parser.MatchOp.Re,
+                ):
+                    named |= {v.replace("\\.", ".") for v in matcher.value.split("|") if v}
+    return frozenset(named)
+
+
+def query_clusters(query: str) -> frozenset[str]:
+    """Clusters named by `ceems_id` matchers; none for a query that does not parse."""
+    try:
+        return _clusters(vector_selectors(parse(query)))
+    except PromqlError:
+        return frozenset()
 
 
 def _exact_name(selector: promql_parser.VectorSelector) -> str | None:
@@ -75,18 +109,24 @@ def _exact_name(selector: promql_parser.VectorSelector) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
-def authorise(query: str, allowed_unpinned: Collection[str] = ()) -> Decision:
-    """The uuids `query` reads; refused when a selector is neither pinned nor allow-listed."""
+def authorise(
+    query: str, allowed_unpinned: Collection[str] = (), label: str = UUID_LABEL
+) -> Decision:
+    """The uuids `query` reads; refused when a selector is neither pinned nor allow-listed.
+
+    `label` is the label carrying the unit's uuid (`service_name` in Pyroscope selectors).
+    """
     if len(query.encode()) > MAX_QUERY_BYTES:
-        raise QueryRefusedError(f"query longer than {MAX_QUERY_BYTES} bytes")
+        raise QueryInvalidError(f"query longer than {MAX_QUERY_BYTES} bytes")
     try:
         expr = parse(query)
     except PromqlError as err:
-        raise QueryRefusedError(str(err)) from err
+        raise QueryInvalidError(str(err)) from err
     uuids: set[str] = set()
-    for selector in vector_selectors(expr):
+    selectors = vector_selectors(expr)
+    for selector in selectors:
         groups = selector.matchers.or_matchers or [selector.matchers.matchers]
-        pins = [_group_uuids(list(group)) for group in groups]
+        pins = [_group_uuids(list(group), label) for group in groups]
         if all(p is not None for p in pins):
             for pin in pins:
                 assert pin is not None
@@ -95,7 +135,7 @@ def authorise(query: str, allowed_unpinned: Collection[str] = ()) -> Decision:
         name = _exact_name(selector)
         if any(p is not None for p in pins) or name is None or name not in allowed_unpinned:
             raise QueryRefusedError(
-                f"selector {selector} is not pinned to units with a uuid matcher"
+                f"selector {selector} is not pinned to units with a {label} matcher"
                 + ("" if name is None else f" and {name} is not an allowed node metric")
             )
-    return Decision(frozenset(uuids))
+    return Decision(frozenset(uuids), _clusters(selectors))
