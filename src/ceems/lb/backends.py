@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 
 from ceems.common.durations import parse_duration
@@ -59,6 +60,7 @@ class Backend:
     # Oldest data it holds, from its retention flag; None: unknown (treated as everything).
     retention: timedelta | None = None
     last_error: str = ""
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -69,6 +71,35 @@ class Backend:
     def path_prefix(self) -> str:
         """A path the backend is served under (`http://host/prometheus`), without the slash."""
         return urlsplit(self.config.web.url).path.rstrip("/")
+
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session requests are forwarded on, made in the running event loop.
+
+        aiohttp rather than httpx on this path: its per-request cost is a third of httpx's
+        asynchronous client, and it is most of what the LB adds to a query's latency.
+        """
+        if self._session is None or self._session.closed:
+            web = self.config.web
+            auth = None
+            if web.basic_auth is not None:
+                auth = aiohttp.BasicAuth(
+                    web.basic_auth.username, web.basic_auth.resolved_password()
+                )
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, ssl=web.verify()),
+                auth=auth,
+                headers=web.headers(),
+                timeout=aiohttp.ClientTimeout(total=web.timeout),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close both clients."""
+        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def mark_dead(self, reason: str) -> None:
         """Skip it until a health check succeeds."""
@@ -199,4 +230,4 @@ class Pools:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.gather(*(b.client.aclose() for b in self.all_backends()))
+        await asyncio.gather(*(b.close() for b in self.all_backends()))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import httpx
+import aiohttp
 import orjson
 from starlette.responses import Response
+from yarl import URL
 
 from ceems.lb.backends import Backend, Pool
 
@@ -76,13 +77,14 @@ def filter_labels(body: bytes, hidden: frozenset[str]) -> bytes:
     return orjson.dumps(document)
 
 
-def _response(backend: Backend, answer: httpx.Response, path: str) -> Response:
-    headers = {k: v for k, v in answer.headers.items() if k.lower() not in _DROPPED_RESPONSE}
-    body = answer.content
+def _response(
+    backend: Backend, status: int, headers: Mapping[str, str], body: bytes, path: str
+) -> Response:
+    kept = {k: v for k, v in headers.items() if k.lower() not in _DROPPED_RESPONSE}
     hidden = frozenset(backend.config.filter_labels)
     if hidden and backend.kind == "tsdb" and path.startswith("/api/v1/"):
         body = filter_labels(body, hidden)
-    return Response(content=body, status_code=answer.status_code, headers=headers)
+    return Response(content=body, status_code=status, headers=kept)
 
 
 async def forward(
@@ -104,22 +106,31 @@ async def forward(
             break
         tried.append(backend)
         backend.in_flight += 1
+        # encoded=True: the query string goes out exactly as authorised, never re-quoted
+        url = URL(backend.config.web.url.rstrip("/") + target, encoded=True)
+        proxy = backend.config.web.proxy_url or None
         try:
-            answer = await backend.client.request(
-                method, backend.path_prefix + target, content=body or None, headers=dict(headers)
-            )
-        except httpx.TimeoutException as err:
+            async with backend.session().request(
+                method, url, data=body or None, headers=headers, allow_redirects=False, proxy=proxy
+            ) as answer:
+                status, answer_headers = answer.status, dict(answer.headers)
+                content = await answer.read()
+        except TimeoutError:
             # Slow, not necessarily dead: try the other replica, leave this one in the pool.
-            failure = BackendUnavailableError(504, f"{backend.name}: {type(err).__name__}")
+            failure = BackendUnavailableError(504, f"{backend.name}: no answer in time")
             continue
-        except httpx.TransportError as err:
+        except aiohttp.ClientConnectorError as err:
             backend.mark_dead(f"{type(err).__name__}: {err}")
+            failure = BackendUnavailableError(502, f"{backend.name}: cannot connect")
+            continue
+        except aiohttp.ClientError as err:
+            # A dropped connection or a broken answer: worth another replica, not a verdict.
             failure = BackendUnavailableError(502, f"{backend.name}: {type(err).__name__}")
             continue
         finally:
             backend.in_flight -= 1
-        if answer.status_code in RETRY_STATUS and pool.pick(exclude=tried) is not None:
-            failure = BackendUnavailableError(answer.status_code, f"{backend.name} unavailable")
+        if status in RETRY_STATUS and pool.pick(exclude=tried) is not None:
+            failure = BackendUnavailableError(status, f"{backend.name} unavailable")
             continue
-        return _response(backend, answer, path)
+        return _response(backend, status, answer_headers, content, path)
     raise failure
