@@ -52,3 +52,16 @@ def test_cacct_example_config_is_valid() -> None:
 
     config = load_config(DEPLOY / "cacct" / "cacct.yml", CacctConfig)
     assert config.cluster_id == "hpc" and config.tsdb is not None
+
+
+def test_lb_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceems.common.config import load_config
+    from ceems.lb.config import LbConfig, Strategy
+
+    monkeypatch.setenv("PROMETHEUS_PASSWORD", "secret")
+    config = load_config(DEPLOY / "ceems-lb" / "config.yml", LbConfig, expand_env_vars=True)
+    assert config.ceems_lb.strategy is Strategy.LEAST_CONNECTION
+    hpc = config.ceems_lb.backends[0]
+    assert len(hpc.tsdb) == 2 and hpc.tsdb[0].web.basic_auth is not None
+    assert hpc.tsdb[0].web.basic_auth.password == "secret"
+    assert config.ceems_api_server.data is not None

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ceems.api.envelope import NO_USER, ErrorType, failure
+from ceems.api.envelope import ErrorType, failure
 from ceems.lb import pyroscope, tsdb
 from ceems.lb.authz import Decision, QueryInvalidError, QueryRefusedError
 from ceems.lb.backends import Pools
@@ -38,6 +38,10 @@ CLUSTER_HEADER = "x-ceems-cluster-id"
 # CEEMS' texts, verbatim: clients and tests compare them.
 INVALID_CLUSTER = (
     "invalid cluster ID. Set cluster ID using X-Ceems-Cluster-Id header in Prometheus datasource."
+)
+NO_USER = (
+    "no user header found. Make sure to set send_user_header = true in [dataproxy] section of "
+    "Grafana configuration file."
 )
 NO_RESOURCE_PERMISSION = "user do not have permissions to this resource"
 NO_UNIT_PERMISSION = "user do not have permissions to view unit metrics"
