@@ -220,6 +220,7 @@ def lb_config(
     pyroscope: dict[str, list[str]] | None = None,
 ) -> dict[str, object]:
     """A `ceems_lb` config: backends by cluster, ownership from the store."""
+
     def backends(urls: list[str]) -> list[dict[str, object]]:
         return [
             {"web": {"url": u, "timeout": timeout_s}, "filter_labels": filter_labels or []}

@@ -181,6 +181,9 @@ class LbApp:
 
     async def _proxy(self, request: Request, frontend: str) -> Response:
         user = self._user(request)
+        if len(request.headers.getlist("content-type")) > 1:
+            # the body would be read by one and forwarded with another
+            raise RefusedError(ErrorType.BAD_DATA, "more than one Content-Type header")
         body = await self._body(request)
         path = request.url.path
         method = request.method

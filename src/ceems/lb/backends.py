@@ -67,11 +67,6 @@ class Backend:
         """The URL without credentials."""
         return redact(self.config.web.url)
 
-    @property
-    def path_prefix(self) -> str:
-        """A path the backend is served under (`http://host/prometheus`), without the slash."""
-        return urlsplit(self.config.web.url).path.rstrip("/")
-
     def session(self) -> aiohttp.ClientSession:
         """The pooled session requests are forwarded on, made in the running event loop.
 
@@ -110,7 +105,8 @@ class Backend:
 
     async def check(self) -> None:
         """One health check; also reads a Prometheus' retention for resource-based picking."""
-        path = self.path_prefix + HEALTH_PATHS[self.kind]
+        # the client's base_url already carries the path prefix: paths are relative to it
+        path = HEALTH_PATHS[self.kind]
         try:
             response = await self.client.get(path, timeout=HEALTH_TIMEOUT_S)
         except httpx.HTTPError as err:
@@ -128,9 +124,7 @@ class Backend:
 
     async def _retention(self) -> timedelta | None:
         try:
-            response = await self.client.get(
-                self.path_prefix + "/api/v1/status/flags", timeout=HEALTH_TIMEOUT_S
-            )
+            response = await self.client.get("/api/v1/status/flags", timeout=HEALTH_TIMEOUT_S)
             value = response.json()["data"]["storage.tsdb.retention.time"]
             return parse_duration(str(value))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):

@@ -8,6 +8,7 @@ optionally with configured labels removed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -82,7 +83,9 @@ def _response(
 ) -> Response:
     kept = {k: v for k, v in headers.items() if k.lower() not in _DROPPED_RESPONSE}
     hidden = frozenset(backend.config.filter_labels)
-    if hidden and backend.kind == "tsdb" and path.startswith("/api/v1/"):
+    # /api/v1/label/<name>/values lists values, not label names: a value is never dropped
+    values = path.endswith("/values")
+    if hidden and backend.kind == "tsdb" and path.startswith("/api/v1/") and not values:
         body = filter_labels(body, hidden)
     return Response(content=body, status_code=status, headers=kept)
 
@@ -99,7 +102,10 @@ async def forward(
     """The first usable answer of up to two live backends; BackendUnavailableError if none."""
     tried: list[Backend] = []
     failure = BackendUnavailableError(503, f"no live backend for cluster {pool.cluster_id!r}")
-    target = path + ("?" + query_string.decode("latin-1") if query_string else "")
+    # The path arrives percent-decoded (Starlette re-escapes only ?, # and \): encode it again,
+    # or a space, control character or non-ASCII byte would break the backend's request line.
+    target = quote(path, safe="/%:@!$&'()*+,;=~")
+    target += ("?" + query_string.decode("latin-1")) if query_string else ""
     for _ in range(2):
         backend = pool.pick(exclude=tried, oldest_s=oldest_s)
         if backend is None:

@@ -138,6 +138,8 @@ class CachedOwnership:
         return answer
 
     async def owns(self, user: str, cluster_id: str, uuids: frozenset[str]) -> bool:
+        if not uuids:
+            return False  # as the sources: nothing named, nothing granted
         unknown = frozenset(
             u for u in uuids if not self._fresh(self._granted.get((user, cluster_id, u), 0.0))
         )

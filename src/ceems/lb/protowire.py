@@ -7,6 +7,8 @@ decoder keeps the last one of a repeated scalar: the caller authorises them all.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
@@ -29,8 +31,11 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise WireError("varint longer than 10 bytes")
 
 
-def string_fields(data: bytes) -> dict[int, list[str]]:
-    """Each length-delimited field decoded as UTF-8, by field number; others skipped."""
+def string_fields(data: bytes, wanted: Collection[int] | None = None) -> dict[int, list[str]]:
+    """Length-delimited fields decoded as UTF-8, by field number; others skipped.
+
+    `wanted` limits decoding to those fields: a nested message elsewhere is bytes, not text.
+    """
     fields: dict[int, list[str]] = {}
     pos = 0
     while pos < len(data):
@@ -49,10 +54,11 @@ def string_fields(data: bytes) -> dict[int, list[str]]:
             end = pos + length
             if end > len(data):
                 raise WireError(f"field {number} runs past the end")
-            try:
-                fields.setdefault(number, []).append(data[pos:end].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise WireError(f"field {number} is not UTF-8 text") from None
+            if wanted is None or number in wanted:
+                try:
+                    fields.setdefault(number, []).append(data[pos:end].decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise WireError(f"field {number} is not UTF-8 text") from None
             pos = end
         else:
             raise WireError(f"unsupported wire type {wire} (field {number})")

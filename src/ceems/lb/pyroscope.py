@@ -26,6 +26,9 @@ class Call:
 
 CALLS = {
     PREFIX + "SelectMergeStacktraces": Call((2,), ("labelSelector", "label_selector"), True),
+    # Grafana's "metrics" and "both" panels: the same selector field as the flame graph.
+    PREFIX + "SelectSeries": Call((2,), ("labelSelector", "label_selector"), True),
+    PREFIX + "SelectMergeProfile": Call((2,), ("labelSelector", "label_selector"), True),
     PREFIX + "LabelNames": Call((1,), ("matchers",), True),
     PREFIX + "LabelValues": Call((2,), ("matchers",), True),
 }
@@ -57,6 +60,11 @@ def _json_selectors(body: bytes, call: Call) -> list[str]:
         for item in values:
             if not isinstance(item, str):
                 raise QueryInvalidError(f"{key} must hold strings")
+            if not item.isascii():
+                try:
+                    item.encode()  # a lone \ud800 escape decodes to a str UTF-8 cannot hold
+                except UnicodeEncodeError:
+                    raise QueryInvalidError(f"{key} holds an unpaired surrogate") from None
             found.append(item)
     return found
 
@@ -67,7 +75,7 @@ def selectors(path: str, content_type: str, body: bytes) -> list[str]:
     media = content_type.split(";", 1)[0].strip().lower()
     if media in ("application/proto", "application/protobuf", "application/x-protobuf"):
         try:
-            fields = string_fields(body)
+            fields = string_fields(body, call.proto_fields)
         except WireError as err:
             raise QueryInvalidError(f"body is not a protobuf message: {err}") from None
         return [s for number in call.proto_fields for s in fields.get(number, [])]

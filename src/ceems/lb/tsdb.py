@@ -47,7 +47,8 @@ def named_clusters(path: str, params: Params) -> frozenset[str]:
     """Clusters named by `ceems_id` matchers of the request's expressions (admins too)."""
     found: set[str] = set()
     for expression in _expressions(path, params):
-        if CLUSTER_LABEL in expression:  # no label can be spelt without its name
+        # A label is spelt with its name, or quoted with an escape (`"ceems\x5fid"`).
+        if CLUSTER_LABEL in expression or "\\" in expression:
             found |= query_clusters(expression)
     return frozenset(found)
 
