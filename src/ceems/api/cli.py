@@ -162,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load the config, start the writer loop, serve the API until SIGINT/SIGTERM."""
     options = build_parser().parse_args(argv)
     setup_logging(options.log_level, options.log_format)
+    # one line per TSDB query at info would drown the writer loop's own lines
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not options.config_file:
         print("ceems_api_server: --config.file is required", file=sys.stderr)
         return 1
