@@ -1,4 +1,4 @@
-# make demo: a simulated node monitored by the real exporter.  make test: the whole suite.
+# make demo: a simulated cluster monitored by the real stack.  make test: the whole suite.
 # Both work on a fresh Debian 12 machine from a fresh clone: they create .venv, install the
 # package, install the Debian packages they need (as root) and then run.
 VENV ?= .venv
