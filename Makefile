@@ -32,8 +32,8 @@ pytest: $(STAMP) services
 
 test: lint typecheck pytest
 
-bench: $(STAMP) services
-	$(BIN)/python benchmarks/exporter_scrape.py
+bench: $(STAMP) services  # every benchmark, one table; make bench BENCH_ARGS="--quick --write-docs"
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

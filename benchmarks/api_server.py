@@ -6,7 +6,7 @@ windows of 10,000, then serves the store with the real `ceems_api_server` proces
 SQL query behind `/units`. Targets (issue 4, 2-core machine): ingest >= 20,000 units/s,
 `/units` p99 < 50 ms, ratio of `/units` to its raw query < 3.
 
-    .venv/bin/python benchmarks/api_server.py [--units 1000000] [--requests 200]
+    .venv/bin/python benchmarks/api_server.py [--units 1000000] [--requests 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _records import Figure, add_json_option, write_json
 
 from ceems.api.config import DataConfig
 from ceems.api.models import Project, Unit, User
@@ -175,6 +176,7 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, help="keep the store here (default: temporary)")
+    add_json_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ceems-api-bench-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
@@ -194,6 +196,21 @@ def main() -> int:
     )
     print(f"raw SQL behind /units           p50 {raw * 1e3:.1f} ms")
     print(f"ratio /units p50 / raw          {p50 / raw:.2f}x   (target < 3)")
+    stored = f"{args.units:,} units stored"
+    requests = f"{count} units, 30 days, {args.requests} requests"
+    write_json(
+        args.json,
+        "api_server",
+        [
+            Figure("API ingest", rate, "units/s", ">=", 20_000, f"{stored}, SQLite"),
+            Figure("API /units p50", p50 * 1e3, "ms", detail=requests),
+            Figure("API /units p99", p99 * 1e3, "ms", "<", 50, requests),
+            Figure("API /usage/current p50", usage_p50 * 1e3, "ms"),
+            Figure("API /usage/current p99", usage_p99 * 1e3, "ms"),
+            Figure("API SQL behind /units p50", raw * 1e3, "ms", detail="median of 50"),
+            Figure("API /units p50 / its SQL", p50 / raw, "x", "<", 3),
+        ],
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ same files in a tight loop. Targets (issues 2 and 3, 2-core machine): node-level
 RSS < 40 MB; 100 units p50 < 30 ms, 1000 units p50 < 250 ms, RSS < 60 MB, <= 12 series/unit.
 
     .venv/bin/python benchmarks/exporter_scrape.py [--units 0,10,100,1000] [--scrapes 200]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _records import Figure, add_json_option, write_json
 
 from ceems.sim.cgroups import SimCgroups, slurm_jobs
 from ceems.sim.node import NodeSpec, SimulatedNode
@@ -181,24 +183,64 @@ def run_case(units: int, scrapes: int, root: Path) -> Result:
     )
 
 
+def scrapes_for(units: int, scrapes: int) -> int:
+    """Scrapes timed for a case: a quarter of them (at least 20) from 1000 units on."""
+    return scrapes if units < 1000 else max(20, scrapes // 4)
+
+
+# Targets by unit count (issues 2 and 3): p50 and RSS bounds, series per unit at most.
+P50_TARGET_MS = {0: 10.0, 100: 30.0, 1000: 250.0}
+RSS_TARGET_MB = {0: 40.0, 1000: 60.0}
+UNIT_SERIES_TARGET = {1000: 12}
+
+
+def figures(results: list[Result], scrapes: int) -> list[Figure]:
+    """The machine-readable figures of the cases measured."""
+    out = []
+    for r in results:
+        case = f"{r.units} units"
+        timed = f"{r.series} series, {scrapes_for(r.units, scrapes)} scrapes"
+        p50 = _target("<", P50_TARGET_MS.get(r.units))
+        out.append(Figure(f"exporter scrape p50, {case}", r.p50_s * 1e3, "ms", *p50, timed))
+        out.append(Figure(f"exporter scrape p99, {case}", r.p99_s * 1e3, "ms"))
+        rss = _target("<", RSS_TARGET_MB.get(r.units))
+        out.append(Figure(f"exporter RSS, {case}", r.rss_mb, "MB", *rss))
+        if r.units:
+            per_unit = _target("<=", UNIT_SERIES_TARGET.get(r.units))
+            out.append(Figure(f"exporter series per unit, {case}", r.unit_series, "", *per_unit))
+        raw = f"no-HTTP {r.render_s * 1e3:.2f} ms, raw reads {r.raw_s * 1e3:.3f} ms"
+        out.append(
+            Figure(f"exporter scrape p50 / raw reads, {case}", r.p50_s / r.raw_s, "x", detail=raw)
+        )
+    return out
+
+
+def _target(op: str, bound: float | None) -> tuple[str, float | None]:
+    """(op, bound), or no target where the case has none."""
+    return (op, bound) if bound is not None else ("", None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", default="0,10,100,1000", help="comma-separated unit counts")
     parser.add_argument("--scrapes", type=int, default=200)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = []
     counts = [int(c) for c in args.units.split(",")]
     print(f"{'units':>6} {'series':>7} {'per unit':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'RSS MB':>7} {'no-HTTP ms':>10} {'raw ms':>8} {'p50/raw':>8}")  # fmt: skip
     for count in counts:
         with tempfile.TemporaryDirectory(prefix="ceems-bench-") as tmp:
-            scrapes = args.scrapes if count < 1000 else max(20, args.scrapes // 4)
-            r = run_case(count, scrapes, Path(tmp))
+            r = run_case(count, scrapes_for(count, args.scrapes), Path(tmp))
+        results.append(r)
         print(
             f"{r.units:>6} {r.series:>7} {r.unit_series:>8} {r.p50_s * 1e3:>8.2f} "
             f"{r.p99_s * 1e3:>8.2f} {r.rss_mb:>7.1f} {r.render_s * 1e3:>10.2f} "
             f"{r.raw_s * 1e3:>8.3f} {r.p50_s / r.raw_s:>7.1f}x",
             flush=True,
         )
+    write_json(args.json, "exporter_scrape", figures(results, args.scrapes))
     return 0
 
 

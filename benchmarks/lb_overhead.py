@@ -6,7 +6,7 @@ to Prometheus directly and through the LB, interleaved so both see the same mach
 keep-alive connections. Targets (issue 6): LB/direct p50 ratio <= 1.15 for the typical mix,
 authorising a 1,000-uuid query < 10 ms.
 
-    .venv/bin/python benchmarks/lb_overhead.py [--units 2000] [--rounds 200]
+    .venv/bin/python benchmarks/lb_overhead.py [--units 2000] [--rounds 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import yaml
+from _records import Figure, add_json_option, write_json
 
 from ceems.api.config import DataConfig
 from ceems.api.models import Project, Unit, User
@@ -235,16 +237,67 @@ def authorise_ms(rounds: int = 50) -> float:
     return statistics.median(samples)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=200)
-    args = parser.parse_args()
-    print(f"authorise(): 1,000-uuid query in {authorise_ms():.2f} ms (median of 50; < 10 ms)")
+THOUSAND = "1,000 uuids (instant)"
+MIX_TARGET = 1.15  # LB / direct p50, typical dashboard mix (issue 6)
+AUTHORISE_TARGET_MS = 10.0
+
+
+@dataclass(frozen=True)
+class QueryTimes:
+    """One query of the mix: p50 and p99 in ms, directly and through each LB."""
+
+    name: str
+    direct_p50: float
+    direct_p99: float
+    lb_p50: float
+    lb_p99: float
+    nocache_p50: float
+
+    @property
+    def ratio(self) -> float:
+        """LB / direct p50."""
+        return self.lb_p50 / self.direct_p50
+
+    @property
+    def nocache_ratio(self) -> float:
+        """LB without its ownership cache / direct p50."""
+        return self.nocache_p50 / self.direct_p50
+
+
+@dataclass(frozen=True)
+class LbResult:
+    """What one run measured."""
+
+    units: int
+    rounds: int
+    authorise_ms: float
+    queries: list[QueryTimes]
+
+    @property
+    def typical(self) -> list[QueryTimes]:
+        """The dashboard mix, without the 1,000-uuid query."""
+        return [q for q in self.queries if q.name != THOUSAND]
+
+    @property
+    def mix_ratio(self) -> float:
+        """Geometric mean of the LB / direct p50 ratios of the typical mix."""
+        return statistics.geometric_mean([q.ratio for q in self.typical])
+
+    @property
+    def added_p50_ms(self) -> float:
+        """Median over the typical mix of the p50 the LB adds."""
+        return statistics.median([q.lb_p50 - q.direct_p50 for q in self.typical])
+
+
+def measure(units: int, rounds: int) -> LbResult:
+    """Run the benchmark, printing its tables as it goes."""
+    authorise_median = authorise_ms()
+    print(f"authorise(): 1,000-uuid query in {authorise_median:.2f} ms (median of 50; < 10 ms)")
+    measured: list[QueryTimes] = []
     with tempfile.TemporaryDirectory(prefix="ceems-lb-bench-") as tmp:
         work = Path(tmp)
-        build_store(work / "store", args.units)
-        prometheus = start_prometheus(work, args.units)
+        build_store(work / "store", units)
+        prometheus = start_prometheus(work, units)
         lbs = []
         try:
             lb_cached, cached_url = start_lb(work, "lb-cached", prometheus.url, "60s")
@@ -257,7 +310,7 @@ def main() -> int:
                 "lb": httpx.Client(base_url=cached_url, headers=headers),
                 "lb, no cache": httpx.Client(base_url=cold_url, headers=headers),
             }
-            print(f"{args.units} units, 1 h at {STEP_S} s in Prometheus; {args.rounds} rounds, "
+            print(f"{units} units, 1 h at {STEP_S} s in Prometheus; {rounds} rounds, "
                   "interleaved; POST forms over keep-alive connections")  # fmt: skip
             print()
             header = (
@@ -266,26 +319,28 @@ def main() -> int:
             )
             print(header)
             print("|" + "|".join("---" for _ in range(9)) + "|")
-            ratios = []
-            mix: dict[str, Request] = {**query_mix(), "1,000 uuids (instant)": thousand()}
+            mix: dict[str, Request] = {**query_mix(), THOUSAND: thousand()}
             for name, request in mix.items():
-                rounds = args.rounds if not name.startswith("1,000") else max(20, args.rounds // 5)
-                times = compare(clients, request, rounds)
+                count = rounds if name != THOUSAND else max(20, rounds // 5)
+                times = compare(clients, request, count)
                 p50 = {k: percentile(v, 0.5) * 1000 for k, v in times.items()}
                 p99 = {k: percentile(v, 0.99) * 1000 for k, v in times.items()}
-                ratio = p50["lb"] / p50["direct"]
-                cold_ratio = p50["lb, no cache"] / p50["direct"]
-                if not name.startswith("1,000"):
-                    ratios.append(ratio)
+                q = QueryTimes(
+                    name, p50["direct"], p99["direct"], p50["lb"], p99["lb"], p50["lb, no cache"]
+                )
+                measured.append(q)
                 print(
-                    f"| {name:40} | {p50['direct']:7.2f} ms | {p99['direct']:7.2f} ms "
-                    f"| {p50['lb']:6.2f} ms | {p99['lb']:6.2f} ms "
-                    f"| {p50['lb'] - p50['direct']:+.2f} ms | {ratio:5.2f}x "
-                    f"| {p50['lb, no cache']:8.2f} ms | {cold_ratio:5.2f}x |"
+                    f"| {name:40} | {q.direct_p50:7.2f} ms | {q.direct_p99:7.2f} ms "
+                    f"| {q.lb_p50:6.2f} ms | {q.lb_p99:6.2f} ms "
+                    f"| {q.lb_p50 - q.direct_p50:+.2f} ms | {q.ratio:5.2f}x "
+                    f"| {q.nocache_p50:8.2f} ms | {q.nocache_ratio:5.2f}x |"
                 )
             print()
-            mean = statistics.geometric_mean(ratios)
-            print(f"typical mix: geometric mean of p50 ratios {mean:.2f}x (target <= 1.15x)")
+            result = LbResult(units, rounds, authorise_median, measured)
+            print(
+                f"typical mix: geometric mean of p50 ratios {result.mix_ratio:.2f}x "
+                "(target <= 1.15x)"
+            )
             for client in clients.values():
                 client.close()
         finally:
@@ -293,6 +348,37 @@ def main() -> int:
                 process.terminate()
                 process.wait()
             prometheus.stop()
+    return result
+
+
+def figures(result: LbResult) -> list[Figure]:
+    """The machine-readable figures of a run."""
+    mix = f"{len(result.typical)} dashboard queries, {result.units} units, {result.rounds} rounds"
+    thousand_times = next(q for q in result.queries if q.name == THOUSAND)
+    return [
+        Figure("LB authorise(), 1,000 uuids", result.authorise_ms, "ms", "<",
+               AUTHORISE_TARGET_MS, "median of 50, in process"),
+        Figure("LB / direct p50, typical mix", result.mix_ratio, "x", "<=", MIX_TARGET,
+               f"geometric mean; {mix}"),
+        Figure("LB added p50, typical mix", result.added_p50_ms, "ms",
+               detail=f"median over the mix; {mix}"),
+        Figure("LB (no cache) / direct p50, typical mix",
+               statistics.geometric_mean([q.nocache_ratio for q in result.typical]), "x"),
+        Figure("LB / direct p50, 1,000 uuids", thousand_times.ratio, "x",
+               detail=f"direct {thousand_times.direct_p50:.2f} ms"),
+    ]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=200)
+    add_json_option(parser)
+    args = parser.parse_args()
+    if args.units < OWNED:
+        parser.error(f"--units must be at least {OWNED} (the 1,000-uuid query names them)")
+    result = measure(args.units, args.rounds)
+    write_json(args.json, "lb_overhead", figures(result))
     return 0
 
 

@@ -78,6 +78,15 @@ def test_failing_sacct_leaves_the_store_untouched_and_is_retried(tmp_path: Path)
         assert db.execute("select count(*) from units").fetchone() == (30,)
 
 
+def test_windows_end_on_whole_seconds(tmp_path: Path) -> None:
+    """sacct works in whole seconds: a window ending at .400 would miss a job started at
+    .200 (printed as started at .000, inside the window) while counting from the next one."""
+    loop = build_loop(tmp_path)
+    loop.clock = lambda: NOW + timedelta(milliseconds=400)
+    loop.run_once()
+    assert checkpoint(tmp_path) == to_ms(NOW)
+
+
 def test_failing_updater_stores_units_without_its_metrics(tmp_path: Path) -> None:
     """The real tsdb updater with its Prometheus down: units are stored, failures counted."""
     from ceems.api.updaters.registry import build_updaters

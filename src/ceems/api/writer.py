@@ -169,8 +169,13 @@ class WriterLoop:
         return units
 
     def run_once(self) -> int:
-        """One cycle over all clusters, then admins and retention; returns units stored."""
-        now = self.clock()
+        """One cycle over all clusters, then admins and retention; returns units stored.
+
+        Windows end on whole seconds: sacct takes and prints whole seconds, so a job that
+        started in a window's last fraction of a second would otherwise be printed as started
+        inside that window without being listed in it, and lose that fraction of its time.
+        """
+        now = self.clock().replace(microsecond=0)
         stored = 0
         for cluster in self.config.clusters:
             try:

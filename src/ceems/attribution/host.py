@@ -151,9 +151,13 @@ class HostRules:
         return f"(\n  {unit}\n  / {ON} group_left ()\n  {denominator}\n  or\n  {self._zero()}\n)"
 
     def cpu_share(self) -> str:
+        # Only units still there: irate keeps a counter's last rate for a rate interval after
+        # the unit's series went stale, and an ended unit's share would leave the node's CPU
+        # power unattributed to anyone (its own power rule needs its memory gauge).
         unit = (
-            f"({self.irate('ceems_compute_unit_cpu_user_seconds_total')}"
+            f"(({self.irate('ceems_compute_unit_cpu_user_seconds_total')}"
             f" + {self.irate('ceems_compute_unit_cpu_system_seconds_total')})"
+            f" and {self.sel('ceems_compute_unit_memory_used_bytes')})"
         )
         mode = 'mode!~"idle|iowait|steal"'
         busy = f"sum by ({BY}) ({self.irate('ceems_cpu_seconds_total', mode)})"

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
 
+from ceems.cli.demo_real import run_real_demo
 from ceems.cli.demo_stack import ADMIN, DemoStack, StackOptions
 from ceems.sim.cluster import USERS, ClusterSpec
 from ceems.sim.prometheus import PrometheusNotFoundError
@@ -54,6 +55,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-prometheus", dest="prometheus", action="store_false",
         help="Run only the simulated nodes and their exporters.",
     )  # fmt: skip
+    parser.add_argument(
+        "--slurm", choices=("sim", "real"), default="sim",
+        help="sim (default): simulated nodes and jobs. real: this machine's single-node SLURM "
+        "(scripts/services.sh starts it when it is not running; needs root), with example "
+        "jobs of alice, bob and carol; only the power sensors are simulated, and --nodes and "
+        "--jobs-per-hour do not apply. See docs/demo.md.",
+    )  # fmt: skip
 
 
 def _check(options: argparse.Namespace) -> str:
@@ -69,6 +77,8 @@ def _check(options: argparse.Namespace) -> str:
 
 def run_demo(options: argparse.Namespace) -> int:
     """Start everything, print what to open, run until Ctrl-C or --duration, stop cleanly."""
+    if getattr(options, "slurm", "sim") == "real":
+        return run_real_demo(options)
     problem = _check(options)
     if problem:
         print(f"ceems demo: {problem}", file=sys.stderr)

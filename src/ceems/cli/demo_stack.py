@@ -9,12 +9,14 @@ on SQLite calling the simulated `sacct`/`sacctmgr`, and `ceems_lb` in front of P
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +58,33 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float =
                     f"{url} did not come up (process exit {process.poll()})"
                 ) from None
             time.sleep(0.1)
+
+
+def wait_for_scrapes(
+    prometheus_url: str, targets: int, since: float | None = None, timeout_s: float = 60.0
+) -> None:
+    """Until Prometheus has scraped `targets` exporters successfully after `since` (epoch s,
+    default now).
+
+    Prometheus is ready seconds before it scrapes (it applies discovered targets every
+    5 s): a job started before then would lose its first seconds. `up` is written by
+    scrapes only; the rules, after a crash, go on evaluating the last samples.
+    """
+    after = time.time() if since is None else since
+    query = f"count(timestamp(up) > {after:.3f} and up == 1)"
+    url = f"{prometheus_url}/api/v1/query?query={urllib.parse.quote(query)}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                result = json.load(response)["data"]["result"]
+            if result and int(float(result[0]["value"][1])) >= targets:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus did not scrape every exporter in {timeout_s:g} s")
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,21 +192,21 @@ class DemoStack:
     # ---- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the simulation and every component, in dependency order; jobs start once
-        Prometheus is up, so that all of their energy is seen."""
-        self._ticker = threading.Thread(
-            target=self.cluster.run, args=(self._stop, 1.0), name="sim-cluster", daemon=True
-        )
-        self._ticker.start()
+        """Start every component in dependency order, and the simulation (its clock and its
+        jobs) once Prometheus scrapes every exporter, so that all of the jobs' energy is seen."""
         for node in self.cluster.nodes:
             self.exporters[node.hostname] = self._exporter(node)
             self.exporters[node.hostname].start()
         if not self.options.with_prometheus:
+            self._start_ticker()
             return
         self.prometheus = PrometheusProcess(
             self._prometheus_config(), self.data_dir / "prometheus", self.ports["prometheus"]
         )
+        since = time.time()
         self.prometheus.start()
+        self.wait_for_scrapes(since)
+        self._start_ticker()  # jobs arrive from now on
         self.cluster.seed_jobs()
         if not self.options.with_services:
             return
@@ -187,6 +216,12 @@ class DemoStack:
         self.lb.start()
         self._write_cacct_config()
 
+    def _start_ticker(self) -> None:
+        self._ticker = threading.Thread(
+            target=self.cluster.run, args=(self._stop, self.tick_s), name="sim-cluster", daemon=True
+        )
+        self._ticker.start()
+
     def restart(self, name: str, kill: bool = True) -> None:
         """Stop a component (SIGKILL by default, as a crash) and start it again.
 
@@ -194,12 +229,25 @@ class DemoStack:
         """
         if name == "prometheus":
             assert self.prometheus is not None
-            self.prometheus.stop()  # PrometheusProcess only stops gracefully
+            self.prometheus.stop(kill=kill)
+            since = time.time()
             self.prometheus.start()
+            self.wait_for_scrapes(since)  # its rules have new samples to work on again
             return
         process = {"api_server": self.api_server, "lb": self.lb}.get(name) or self.exporters[name]
         process.stop(kill=kill)
         process.start()
+
+    @property
+    def tick_s(self) -> float:
+        """How often the simulation advances: several times per scrape, so that every scrape
+        interval sees every counter move (a tick as long as the interval aliases: some
+        intervals see no CPU time or energy at all, the next ones twice as much)."""
+        return min(1.0, self.options.scrape_s / 4)
+
+    def wait_for_scrapes(self, since: float | None = None, timeout_s: float = 60.0) -> None:
+        """Until Prometheus has scraped every exporter after `since` (default now)."""
+        wait_for_scrapes(self.prometheus_url, len(self.cluster.nodes), since, timeout_s)
 
     def stop(self) -> None:
         """Stop every component, then the simulation (jobs still running stay running)."""

@@ -96,12 +96,16 @@ class SimCluster:
     running: dict[int, RunningJob] = field(init=False, default_factory=dict)
     truth: dict[str, dict[str, object]] = field(init=False, default_factory=dict)
     elapsed_s: float = field(init=False, default=0.0)
-    _rng: random.Random = field(init=False)
+    _rng: random.Random = field(init=False)  # what each job is, in the order jobs start
+    _arrivals: random.Random = field(init=False)  # when they arrive: drawn every tick
     _next_id: int = field(init=False, default=FIRST_JOB_ID)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        # Two generators: ticks come at wall-clock times, so arrival draws must not shift
+        # which user, size and run time the next job gets.
         self._rng = random.Random(self.spec.seed)
+        self._arrivals = random.Random(self.spec.seed + 1)
         self.slurm_dir.mkdir(parents=True, exist_ok=True)
         self.job_log.touch()
         associations = self.slurm_dir / "associations"
@@ -249,10 +253,12 @@ class SimCluster:
 
     def _poisson(self, mean: float) -> int:
         # Knuth's method: arrivals in one tick are few, so this stays cheap
-        limit, count, product = pow(2.718281828459045, -mean), 0, self._rng.random()
+        if mean <= 0:
+            return 0
+        limit, count, product = pow(2.718281828459045, -mean), 0, self._arrivals.random()
         while product > limit:
             count += 1
-            product *= self._rng.random()
+            product *= self._arrivals.random()
         return count
 
     def run(self, stop: threading.Event, tick_s: float = 1.0) -> None:

@@ -38,7 +38,7 @@ class PrometheusProcess:
                 "or `apt-get install --no-install-recommends prometheus`"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "prometheus.log").open("wb")
+        log = (self.data_dir / "prometheus.log").open("ab")  # kept across restarts
         self._proc = subprocess.Popen(
             [
                 binary,
@@ -66,11 +66,14 @@ class PrometheusProcess:
                 raise RuntimeError(f"prometheus did not become ready:\n{tail}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 15 s."""
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (SIGKILL with `kill`, as a crash), then SIGKILL after 15 s."""
         if self._proc is None:
             return
-        self._proc.terminate()
+        if kill:
+            self._proc.kill()
+        else:
+            self._proc.terminate()
         try:
             self._proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -57,10 +58,23 @@ def test_units_that_cannot_have_data_are_not_queried(skipped: Unit) -> None:
 
 
 def test_range_never_exceeds_an_odd_window() -> None:
-    end = START + timedelta(minutes=14, seconds=59, milliseconds=400)  # truncated to 899 s
+    end = START + timedelta(minutes=14, seconds=59, milliseconds=400)  # not whole seconds
     (batch,) = plan_batches([unit("a", START - timedelta(hours=1))], START, end, SETTINGS)
-    assert batch.range_ms == 899_000
-    assert placeholder_values(batch, SETTINGS)["Range"] == "14m58s999ms"
+    assert batch.range_ms == 899_400
+    assert placeholder_values(batch, SETTINGS)["Range"] == "14m59s399ms"
+
+
+def test_consecutive_odd_windows_count_every_step_once() -> None:
+    """Windows of any length in ms tile the subquery steps: each counts the steps in
+    [end - range, end] (both ends included, as Prometheus 2 does), none is lost or repeated."""
+    step_ms, edges = 15_000, [0, 9_600, 40_213, 77_999, 95_001, 180_000]
+    counted: list[int] = []
+    for lo, hi in itertools.pairwise(edges):
+        start, end = START + timedelta(milliseconds=lo), START + timedelta(milliseconds=hi)
+        (batch,) = plan_batches([unit("a", START - timedelta(hours=1))], start, end, SETTINGS)
+        first = ms(end) - (batch.range_ms - 1)
+        counted += [t for t in range(-(-first // step_ms) * step_ms, ms(end) + 1, step_ms)]
+    assert counted == list(range(ms(START) + step_ms, ms(START) + 180_001, step_ms))
 
 
 def test_explicit_batch_size_splits_groups() -> None:

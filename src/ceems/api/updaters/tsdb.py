@@ -169,8 +169,10 @@ def plan_batches(
     Units not started, started after `end` or ended before `start` are not queried.
     """
     start_ms, end_ms = _ms(start), _ms(end)
-    # CEEMS truncates the window to whole seconds: Prometheus ranges are integral durations
-    window_ms = (end_ms - start_ms) // 1000 * 1000
+    # The whole window, to the millisecond: CEEMS truncates it to whole seconds, which drops
+    # every unit's samples in the cut-off fraction of a window not a whole number of seconds
+    # long (Prometheus ranges take milliseconds).
+    window_ms = end_ms - start_ms
     if window_ms <= 0:
         return []
     scrape_ms = max(1, _delta_ms(settings.scrape_interval))

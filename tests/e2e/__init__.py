@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole stack over a simulated or a real cluster."""
