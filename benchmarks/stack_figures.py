@@ -106,7 +106,7 @@ class ExporterCpu:
 
 def exporter_cpu(work: Path, scrapes: int, nodes: int, idle_s: float = 5.0) -> ExporterCpu:
     """Scrape every exporter of a DemoStack `scrapes` times; CPU per scrape per node."""
-    stack = DemoStack(work, _cluster(nodes), StackOptions(scrape_s=5.0, with_prometheus=False))
+    stack = DemoStack(work, StackOptions(scrape_s=5.0, with_prometheus=False), _cluster(nodes))
     stack.start()
     try:
         stack.cluster.seed_jobs()  # done by start() only once Prometheus is up
@@ -460,7 +460,7 @@ class SeriesCount:
 
 def series_per_unit(work: Path, nodes: int, scrape_s: float = 2.0) -> SeriesCount:
     """Count each unit's series in a running DemoStack once every unit has its rule series."""
-    stack = DemoStack(work, _cluster(nodes), StackOptions(scrape_s=scrape_s, with_services=False))
+    stack = DemoStack(work, StackOptions(scrape_s=scrape_s, with_services=False), _cluster(nodes))
     stack.start()
     try:
         with httpx.Client(base_url=stack.prometheus_url, timeout=30) as client:

@@ -88,7 +88,7 @@ def test_example_jobs_are_valid_shell(user: str) -> None:
 
 def test_stack_configs(tmp_path: Path) -> None:
     slurm = RealSlurm.from_state_dir(fake_slurm_state(tmp_path / "state"))
-    stack = RealSlurmStack(tmp_path / "data", slurm, StackOptions(2.0, 10.0))
+    stack = RealSlurmStack(tmp_path / "data", StackOptions(2.0, 10.0), slurm=slurm)
     argv = stack.exporter.argv
     # the real /proc (no --path.procfs), the simulated node's sysfs, the SLURM cgroups
     assert not any(a.startswith("--path.procfs") for a in argv)
@@ -114,7 +114,7 @@ def test_stack_configs(tmp_path: Path) -> None:
     backends = stack.lb_config()["ceems_lb"]["backends"]  # type: ignore[index]
     assert [b["id"] for b in backends] == [SLURM_CLUSTER, RESTD_CLUSTER]
 
-    alone = RealSlurmStack(tmp_path / "alone", slurm, with_restd=False)
+    alone = RealSlurmStack(tmp_path / "alone", slurm=slurm, with_restd=False)
     assert [c["id"] for c in alone.api_config()["clusters"]] == [SLURM_CLUSTER]  # type: ignore[attr-defined]
 
 

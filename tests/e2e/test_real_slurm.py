@@ -188,7 +188,7 @@ def run(slurm_service: SlurmService, tmp_path_factory: pytest.TempPathFactory) -
     slurm = RealSlurm.from_state_dir(slurm_service.state_dir)
     assert slurm.cgroup_mountpoint == slurm_service.cgroup_mountpoint
     stack = RealSlurmStack(
-        tmp_path_factory.mktemp("real-stack"), slurm, StackOptions(SCRAPE_S, UPDATE_S)
+        tmp_path_factory.mktemp("real-stack"), StackOptions(SCRAPE_S, UPDATE_S), slurm=slurm
     )
     since = datetime.now(UTC)
     jobs: dict[str, Submitted] = {}

@@ -232,7 +232,7 @@ def committed_windows(stack: DemoStack, until_ms: int) -> list[tuple[int, int]]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     if shutil.which("prometheus") is None:
         missing_service("prometheus not installed (scripts/services.sh install prometheus)")
-    stack = DemoStack(tmp_path_factory.mktemp("e2e-stack"), SPEC, OPTIONS)
+    stack = DemoStack(tmp_path_factory.mktemp("e2e-stack"), OPTIONS, cluster_spec=SPEC)
     try:
         stack.start()  # the first jobs start once Prometheus scrapes every exporter
         t0 = now_ms()

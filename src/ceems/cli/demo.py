@@ -97,9 +97,10 @@ def run_demo(options: argparse.Namespace) -> int:
         min_job_s=low, max_job_s=high,
     )  # fmt: skip
     stack = DemoStack(
-        data_dir, spec,
+        data_dir,
         StackOptions(options.scrape_interval, options.update_interval, options.prometheus),
-    )  # fmt: skip
+        cluster_spec=spec,
+    )
     try:
         try:
             stack.start()

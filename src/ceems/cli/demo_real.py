@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import getpass
 import math
 import os
 import random
@@ -27,31 +26,23 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import IO
 from urllib.parse import quote
 
-import yaml
-
-from ceems.attribution.rulefile import describe, render, rule_files
 from ceems.cli.demo_stack import (
     ADMIN,
     COUNTRY,
-    NODE_METRICS,
     SCRAPE_JOBS,
     Process,
+    Services,
     StackOptions,
     free_port,
-    rule_spec,
-    wait_for_http,
-    wait_for_scrapes,
 )
 from ceems.sim.node import NodeSpec, SimulatedNode
-from ceems.sim.prometheus import PrometheusNotFoundError, PrometheusProcess
+from ceems.sim.prometheus import PrometheusNotFoundError
 from ceems.sim.workload import Workload
 
 # Shared with tests/slurm_service.py: one SLURM per machine (ports 6817-6819, /run/munge,
@@ -192,73 +183,29 @@ def burn(seconds: float) -> str:
 
 
 @dataclass
-class EnvProcess(Process):
-    """A Process started with its own environment."""
-
-    env: dict[str, str] | None = None
-
-    def start(self) -> None:
-        """Start and wait until it answers."""
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env,
-            )  # fmt: skip
-        wait_for_http(self.url, self.proc)
-
-
-@dataclass
-class RealSlurmStack:
+class RealSlurmStack(Services):
     """The real components monitoring the real SLURM `slurm`, with data under `data_dir`."""
 
-    data_dir: Path
-    slurm: RealSlurm
-    options: StackOptions = field(default_factory=StackOptions)
-    with_restd: bool = True  # slurmrestd as a second cluster of the API server
+    slurm: RealSlurm = field(kw_only=True)
+    with_restd: bool = field(default=True, kw_only=True)  # slurmrestd as a second cluster
     node: SimulatedNode = field(init=False)
     exporter: Process = field(init=False)
-    prometheus: PrometheusProcess | None = field(init=False, default=None)
-    api_server: Process | None = field(init=False, default=None)
-    lb: Process | None = field(init=False, default=None)
-    started_at: datetime = field(init=False)
     _stop: threading.Event = field(init=False, default_factory=threading.Event)
     _ticker: threading.Thread | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.started_at = datetime.now(UTC)
+        super().__post_init__()
         self.node = power_node(self.data_dir / "power", self.slurm.node, os.cpu_count() or 1)
-        self.ports = {name: free_port() for name in ("exporter", "prometheus", "api", "lb")}
+        self.ports["exporter"] = free_port()
         self.exporter = self._exporter()
 
-    # ---- URLs -------------------------------------------------------------------------
+    def scrape_targets(self) -> dict[str, list[tuple[str, str]]]:
+        """The one exporter, as an IPMI + RAPL node."""
+        return {SCRAPE_JOBS["ipmi"]: [(self.slurm.node, f"127.0.0.1:{self.ports['exporter']}")]}
 
-    @property
-    def prometheus_url(self) -> str:
-        """Prometheus' base URL."""
-        return f"http://127.0.0.1:{self.ports['prometheus']}"
-
-    @property
-    def api_url(self) -> str:
-        """The API server's base URL."""
-        return f"http://127.0.0.1:{self.ports['api']}"
-
-    @property
-    def lb_url(self) -> str:
-        """ceems_lb's base URL."""
-        return f"http://127.0.0.1:{self.ports['lb']}"
-
-    @property
-    def cacct_config(self) -> Path:
-        """A `cacct` config pointing at this stack."""
-        return self.data_dir / "cacct.yml"
-
-    @property
-    def cluster_ids(self) -> list[str]:
-        """The API server's clusters: sacct's, then slurmrestd's (same jobs) if enabled."""
-        return [SLURM_CLUSTER, RESTD_CLUSTER] if self.with_restd else [SLURM_CLUSTER]
-
-    # ---- start and stop ---------------------------------------------------------------
+    def api_env(self) -> dict[str, str] | None:
+        """Without SLURM_* variables: `sacct` run from inside a job would see only that job."""
+        return slurm_env()
 
     def start(self) -> None:
         """Start the power simulation and every component, in dependency order."""
@@ -269,45 +216,21 @@ class RealSlurmStack:
         self.exporter.start()
         if not self.options.with_prometheus:
             return
-        self.prometheus = PrometheusProcess(
-            self._prometheus_config(), self.data_dir / "prometheus", self.ports["prometheus"]
-        )
-        self.prometheus.start()
-        self.wait_for_scrapes()
-        if not self.options.with_services:
-            return
-        self.api_server = self._api_server()
-        self.api_server.start()
-        self.lb = self._lb()
-        self.lb.start()
-        self._write_cacct_config()
-
-    def wait_for_scrapes(self, since: float | None = None, timeout_s: float = 60.0) -> None:
-        """Until Prometheus has scraped the exporter after `since` (default now)."""
-        wait_for_scrapes(self.prometheus_url, 1, since, timeout_s)
+        self.start_prometheus()
+        if self.options.with_services:
+            self.start_services()
 
     def restart(self, name: str, kill: bool = True) -> None:
         """Stop a component (SIGKILL by default) and start it again: `exporter`,
         `prometheus`, `api_server` or `lb`."""
-        if name == "prometheus":
-            assert self.prometheus is not None
-            self.prometheus.stop(kill=kill)
-            since = time.time()
-            self.prometheus.start()
-            self.wait_for_scrapes(since)
-            return
-        process = {"exporter": self.exporter, "api_server": self.api_server, "lb": self.lb}[name]
-        assert process is not None, f"{name} is not running"
-        process.stop(kill=kill)
-        process.start()
+        if not self.restart_service(name, kill):
+            assert name == "exporter", f"unknown component {name}"
+            self.exporter.stop(kill=kill)
+            self.exporter.start()
 
     def stop(self) -> None:
         """Stop every component and the power simulation; SLURM and its jobs stay."""
-        for process in (self.lb, self.api_server):
-            if process is not None:
-                process.stop()
-        if self.prometheus is not None:
-            self.prometheus.stop()
+        self.stop_services()
         self.exporter.stop()
         self._stop.set()
         if self._ticker is not None:
@@ -342,32 +265,9 @@ class RealSlurmStack:
             f"http://127.0.0.1:{port}/metrics",
         )
 
-    def _prometheus_config(self) -> Path:
-        scrape = f"{self.options.scrape_s:g}s"
-        spec = rule_spec(self.options.scrape_s)
-        rules_dir = self.data_dir / "rules"
-        rules_dir.mkdir(exist_ok=True)
-        for file in rule_files(spec):
-            (rules_dir / file.name).write_text(render(file, describe(spec)))
-        target = {
-            "targets": [f"127.0.0.1:{self.ports['exporter']}"],
-            "labels": {"hostname": self.slurm.node},
-        }
-        config = {
-            "global": {"scrape_interval": scrape, "evaluation_interval": scrape},
-            "rule_files": [f"{rules_dir}/*.rules"],
-            "scrape_configs": [{"job_name": SCRAPE_JOBS["ipmi"], "static_configs": [target]}],
-        }
-        path = self.data_dir / "prometheus.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
-
-    def api_config(self) -> dict[str, object]:
-        """The API server's config: the real sacct (the server runs as root, so `sacct
-        --allusers` lists everyone's jobs) and, with `with_restd`, slurmrestd with tokens
-        minted from SLURM's JWT key."""
-        update = f"{self.options.update_interval_s:g}s"
-        since = (self.started_at - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def api_clusters(self) -> list[dict[str, object]]:
+        """The real sacct (the server runs as root, so `sacct --allusers` lists everyone's
+        jobs) and, with `with_restd`, slurmrestd with tokens minted from SLURM's JWT key."""
         clusters: list[dict[str, object]] = [
             {
                 "id": SLURM_CLUSTER,
@@ -390,71 +290,7 @@ class RealSlurmStack:
                     },
                 }
             )
-        return {
-            "ceems_api_server": {
-                "data": {
-                    "path": str(self.data_dir / "api"),
-                    "update_interval": update,
-                    "update_from": since,
-                    "max_update_interval": "1h",
-                },
-                "admin": {"users": sorted({ADMIN, getpass.getuser()})},
-            },
-            "clusters": clusters,
-            "updaters": [
-                {"id": "tsdb", "updater": "tsdb", "web": {"url": self.prometheus_url}},
-            ],
-        }
-
-    def _api_server(self) -> Process:
-        path = self.data_dir / "api-server.yml"
-        path.write_text(yaml.safe_dump(self.api_config(), sort_keys=False))
-        return EnvProcess(
-            "ceems_api_server",
-            [
-                sys.executable, "-m", "ceems.api.cli", "--config.file", str(path),
-                "--web.listen-address", f"127.0.0.1:{self.ports['api']}",
-            ],
-            self.data_dir / "api-server.log",
-            f"{self.api_url}/api/v1/health",
-            env=slurm_env(),
-        )  # fmt: skip
-
-    def lb_config(self) -> dict[str, object]:
-        """ceems_lb's config: Prometheus for every cluster, ownership from the API store."""
-        return {
-            "ceems_lb": {
-                "strategy": "round-robin",
-                "backends": [
-                    {"id": cid, "tsdb": [{"web": {"url": self.prometheus_url}}]}
-                    for cid in self.cluster_ids
-                ],
-                "allowed_node_metrics": list(NODE_METRICS),
-                "cache_ttl": "10s",
-            },
-            "ceems_api_server": {"data": {"path": str(self.data_dir / "api")}},
-        }
-
-    def _lb(self) -> Process:
-        path = self.data_dir / "ceems-lb.yml"
-        path.write_text(yaml.safe_dump(self.lb_config(), sort_keys=False))
-        return Process(
-            "ceems_lb",
-            [
-                sys.executable, "-m", "ceems.lb.cli", "--config.file", str(path),
-                "--web.listen-address", f"127.0.0.1:{self.ports['lb']}",
-            ],
-            self.data_dir / "ceems-lb.log",
-            f"{self.lb_url}/health",
-        )  # fmt: skip
-
-    def _write_cacct_config(self) -> None:
-        config = {
-            "cluster_id": SLURM_CLUSTER,
-            "api": {"url": self.api_url},
-            "tsdb": {"url": self.lb_url},
-        }
-        self.cacct_config.write_text(yaml.safe_dump(config, sort_keys=False))
+        return clusters
 
 
 # ---- `ceems demo --slurm real` ---------------------------------------------------------
@@ -591,9 +427,10 @@ def run_real_demo(options: argparse.Namespace) -> int:
                 return _fail(f"scripts/services.sh start slurm failed:\n{done.stdout}{done.stderr}")
         slurm = RealSlurm.from_state_dir(state_dir)
         stack = RealSlurmStack(
-            data_dir, slurm,
+            data_dir,
             StackOptions(options.scrape_interval, options.update_interval, options.prometheus),
-        )  # fmt: skip
+            slurm=slurm,
+        )
         try:
             stack.start()
         except PrometheusNotFoundError as err:

@@ -105,14 +105,16 @@ class Process:
     argv: list[str]
     log: Path
     url: str  # answers once the component is up
+    env: dict[str, str] | None = None  # None: this process's environment
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start and wait until it answers."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env,
+            )  # fmt: skip
         wait_for_http(self.url, self.proc)
 
     def stop(self, kill: bool = False) -> None:
@@ -146,26 +148,39 @@ def rule_spec(scrape_s: float) -> RuleSpec:
 
 
 @dataclass
-class DemoStack:
-    """A simulated cluster under `data_dir` and the real components monitoring it."""
+class Services:
+    """Prometheus, the API server and ceems_lb over some exporters, with data under `data_dir`.
+
+    Subclasses say what is monitored: the scrape targets, the API server's clusters, and the
+    environment the API server needs to reach them.
+    """
 
     data_dir: Path
-    cluster_spec: ClusterSpec = field(default_factory=ClusterSpec)
     options: StackOptions = field(default_factory=StackOptions)
-    cluster: SimCluster = field(init=False)
-    exporters: dict[str, Process] = field(init=False, default_factory=dict)
     prometheus: PrometheusProcess | None = field(init=False, default=None)
     api_server: Process | None = field(init=False, default=None)
     lb: Process | None = field(init=False, default=None)
     started_at: datetime = field(init=False)
-    _stop: threading.Event = field(init=False, default_factory=threading.Event)
-    _ticker: threading.Thread | None = field(init=False, default=None)
+    ports: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.started_at = datetime.now(UTC)
-        self.cluster = SimCluster(self.data_dir / "cluster", self.cluster_spec)
         self.ports = {name: free_port() for name in ("prometheus", "api", "lb")}
+
+    # ---- what is monitored (subclasses) ------------------------------------------------
+
+    def scrape_targets(self) -> dict[str, list[tuple[str, str]]]:
+        """Scrape job -> [(hostname, host:port)] of the exporters."""
+        raise NotImplementedError
+
+    def api_clusters(self) -> list[dict[str, object]]:
+        """The API server's `clusters` section."""
+        raise NotImplementedError
+
+    def api_env(self) -> dict[str, str] | None:
+        """The API server's environment (None: this process's)."""
+        return None
 
     # ---- URLs -------------------------------------------------------------------------
 
@@ -189,6 +204,193 @@ class DemoStack:
         """A `cacct` config pointing at this stack."""
         return self.data_dir / "cacct.yml"
 
+    @property
+    def cluster_ids(self) -> list[str]:
+        """The API server's cluster ids, which are also the LB's backend ids."""
+        return [str(cluster["id"]) for cluster in self.api_clusters()]
+
+    # ---- start, restart, stop -------------------------------------------------------
+
+    def wait_for_scrapes(self, since: float | None = None, timeout_s: float = 60.0) -> None:
+        """Until Prometheus has scraped every exporter after `since` (default now)."""
+        targets = sum(len(nodes) for nodes in self.scrape_targets().values())
+        wait_for_scrapes(self.prometheus_url, targets, since, timeout_s)
+
+    def start_prometheus(self) -> None:
+        """Start Prometheus with the rules and wait until it scraped every exporter."""
+        self.prometheus = PrometheusProcess(
+            self._prometheus_config(), self.data_dir / "prometheus", self.ports["prometheus"]
+        )
+        since = time.time()
+        self.prometheus.start()
+        self.wait_for_scrapes(since)
+
+    def start_services(self) -> None:
+        """Start the API server and ceems_lb, and write a `cacct` config for them."""
+        self.api_server = self._api_server()
+        self.api_server.start()
+        self.lb = self._lb()
+        self.lb.start()
+        self._write_cacct_config()
+
+    def restart_service(self, name: str, kill: bool = True) -> bool:
+        """Stop `prometheus`, `api_server` or `lb` (SIGKILL by default, as a crash) and start
+        it again; False for another name."""
+        if name == "prometheus":
+            assert self.prometheus is not None
+            self.prometheus.stop(kill=kill)
+            since = time.time()
+            self.prometheus.start()
+            self.wait_for_scrapes(since)  # its rules have new samples to work on again
+            return True
+        process = {"api_server": self.api_server, "lb": self.lb}.get(name)
+        if process is None:
+            return False
+        process.stop(kill=kill)
+        process.start()
+        return True
+
+    def stop_services(self) -> None:
+        """Stop the LB, the API server and Prometheus, in that order."""
+        for process in (self.lb, self.api_server):
+            if process is not None:
+                process.stop()
+        if self.prometheus is not None:
+            self.prometheus.stop()
+
+    # ---- configs ----------------------------------------------------------------------
+
+    def _prometheus_config(self) -> Path:
+        scrape = f"{self.options.scrape_s:g}s"
+        spec = rule_spec(self.options.scrape_s)
+        rules_dir = self.data_dir / "rules"
+        rules_dir.mkdir(exist_ok=True)
+        for file in rule_files(spec):
+            (rules_dir / file.name).write_text(render(file, describe(spec)))
+        config = {
+            "global": {"scrape_interval": scrape, "evaluation_interval": scrape},
+            "rule_files": [f"{rules_dir}/*.rules"],
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "static_configs": [
+                        {"targets": [address], "labels": {"hostname": node}}
+                        for node, address in nodes
+                    ],
+                }
+                for job, nodes in self.scrape_targets().items()
+            ],
+        }
+        path = self.data_dir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def api_config(self) -> dict[str, object]:
+        """The API server's config (the LB reads its store from the same data path)."""
+        update = f"{self.options.update_interval_s:g}s"
+        since = (self.started_at - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "ceems_api_server": {
+                "data": {
+                    "path": str(self.data_dir / "api"),
+                    "update_interval": update,
+                    "update_from": since,
+                    "max_update_interval": "1h",
+                },
+                # whoever runs the demo may look at everyone's jobs (`cacct -u alice`)
+                "admin": {"users": sorted({ADMIN, getpass.getuser()})},
+            },
+            "clusters": self.api_clusters(),
+            "updaters": [
+                {"id": "tsdb", "updater": "tsdb", "web": {"url": self.prometheus_url}},
+            ],
+        }
+
+    def _api_server(self) -> Process:
+        path = self.data_dir / "api-server.yml"
+        path.write_text(yaml.safe_dump(self.api_config(), sort_keys=False))
+        return Process(
+            "ceems_api_server",
+            [
+                sys.executable, "-m", "ceems.api.cli", "--config.file", str(path),
+                "--web.listen-address", f"127.0.0.1:{self.ports['api']}",
+            ],
+            self.data_dir / "api-server.log",
+            f"{self.api_url}/api/v1/health",
+            env=self.api_env(),
+        )  # fmt: skip
+
+    def lb_config(self) -> dict[str, object]:
+        """ceems_lb's config: Prometheus for every cluster, ownership from the API store."""
+        return {
+            "ceems_lb": {
+                "strategy": "round-robin",
+                "backends": [
+                    {"id": cid, "tsdb": [{"web": {"url": self.prometheus_url}}]}
+                    for cid in self.cluster_ids
+                ],
+                "allowed_node_metrics": list(NODE_METRICS),
+                "cache_ttl": "10s",
+            },
+            "ceems_api_server": {"data": {"path": str(self.data_dir / "api")}},
+        }
+
+    def _lb(self) -> Process:
+        path = self.data_dir / "ceems-lb.yml"
+        path.write_text(yaml.safe_dump(self.lb_config(), sort_keys=False))
+        return Process(
+            "ceems_lb",
+            [
+                sys.executable, "-m", "ceems.lb.cli", "--config.file", str(path),
+                "--web.listen-address", f"127.0.0.1:{self.ports['lb']}",
+            ],
+            self.data_dir / "ceems-lb.log",
+            f"{self.lb_url}/health",
+        )  # fmt: skip
+
+    def _write_cacct_config(self) -> None:
+        config = {
+            "cluster_id": self.cluster_ids[0],
+            "api": {"url": self.api_url},
+            "tsdb": {"url": self.lb_url},
+        }
+        self.cacct_config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@dataclass
+class DemoStack(Services):
+    """A simulated cluster under `data_dir` and the real components monitoring it."""
+
+    cluster_spec: ClusterSpec = field(default_factory=ClusterSpec)
+    cluster: SimCluster = field(init=False)
+    exporters: dict[str, Process] = field(init=False, default_factory=dict)
+    _stop: threading.Event = field(init=False, default_factory=threading.Event)
+    _ticker: threading.Thread | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cluster = SimCluster(self.data_dir / "cluster", self.cluster_spec)
+
+    def scrape_targets(self) -> dict[str, list[tuple[str, str]]]:
+        """Scrape job (by power sensor) -> [(node, host:port)]."""
+        targets: dict[str, list[tuple[str, str]]] = {}
+        for index, node in enumerate(self.cluster.nodes):
+            job = SCRAPE_JOBS[power_source(index)]
+            address = self.exporters[node.hostname].url.split("/")[2]
+            targets.setdefault(job, []).append((node.hostname, address))
+        return targets
+
+    def api_clusters(self) -> list[dict[str, object]]:
+        """One SLURM cluster whose `sacct`/`sacctmgr` are the simulator's shims."""
+        return [
+            {
+                "id": self.cluster_spec.cluster_id,
+                "manager": "slurm",
+                "updaters": ["tsdb"],
+                "cli": {"path": str(self.cluster.slurm_dir / "bin")},
+            }
+        ]
+
     # ---- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -200,21 +402,11 @@ class DemoStack:
         if not self.options.with_prometheus:
             self._start_ticker()
             return
-        self.prometheus = PrometheusProcess(
-            self._prometheus_config(), self.data_dir / "prometheus", self.ports["prometheus"]
-        )
-        since = time.time()
-        self.prometheus.start()
-        self.wait_for_scrapes(since)
+        self.start_prometheus()
         self._start_ticker()  # jobs arrive from now on
         self.cluster.seed_jobs()
-        if not self.options.with_services:
-            return
-        self.api_server = self._api_server()
-        self.api_server.start()
-        self.lb = self._lb()
-        self.lb.start()
-        self._write_cacct_config()
+        if self.options.with_services:
+            self.start_services()
 
     def _start_ticker(self) -> None:
         self._ticker = threading.Thread(
@@ -227,16 +419,9 @@ class DemoStack:
 
         `name`: `prometheus`, `api_server`, `lb`, or a node's hostname for its exporter.
         """
-        if name == "prometheus":
-            assert self.prometheus is not None
-            self.prometheus.stop(kill=kill)
-            since = time.time()
-            self.prometheus.start()
-            self.wait_for_scrapes(since)  # its rules have new samples to work on again
-            return
-        process = {"api_server": self.api_server, "lb": self.lb}.get(name) or self.exporters[name]
-        process.stop(kill=kill)
-        process.start()
+        if not self.restart_service(name, kill):
+            self.exporters[name].stop(kill=kill)
+            self.exporters[name].start()
 
     @property
     def tick_s(self) -> float:
@@ -245,17 +430,9 @@ class DemoStack:
         intervals see no CPU time or energy at all, the next ones twice as much)."""
         return min(1.0, self.options.scrape_s / 4)
 
-    def wait_for_scrapes(self, since: float | None = None, timeout_s: float = 60.0) -> None:
-        """Until Prometheus has scraped every exporter after `since` (default now)."""
-        wait_for_scrapes(self.prometheus_url, len(self.cluster.nodes), since, timeout_s)
-
     def stop(self) -> None:
         """Stop every component, then the simulation (jobs still running stay running)."""
-        for process in (self.lb, self.api_server):
-            if process is not None:
-                process.stop()
-        if self.prometheus is not None:
-            self.prometheus.stop()
+        self.stop_services()
         for exporter in self.exporters.values():
             exporter.stop()
         self._stop.set()
@@ -292,126 +469,3 @@ class DemoStack:
             self.data_dir / f"exporter-{node.hostname}.log",
             f"http://127.0.0.1:{port}/metrics",
         )
-
-    def exporter_targets(self) -> dict[str, list[tuple[str, str]]]:
-        """Scrape job -> [(node, host:port)]."""
-        targets: dict[str, list[tuple[str, str]]] = {}
-        for index, node in enumerate(self.cluster.nodes):
-            job = SCRAPE_JOBS[power_source(index)]
-            address = self.exporters[node.hostname].url.split("/")[2]
-            targets.setdefault(job, []).append((node.hostname, address))
-        return targets
-
-    def _prometheus_config(self) -> Path:
-        scrape = f"{self.options.scrape_s:g}s"
-        spec = rule_spec(self.options.scrape_s)
-        rules_dir = self.data_dir / "rules"
-        rules_dir.mkdir(exist_ok=True)
-        for file in rule_files(spec):
-            (rules_dir / file.name).write_text(render(file, describe(spec)))
-        config = {
-            "global": {"scrape_interval": scrape, "evaluation_interval": scrape},
-            "rule_files": [f"{rules_dir}/*.rules"],
-            "scrape_configs": [
-                {
-                    "job_name": job,
-                    "static_configs": [
-                        {"targets": [address], "labels": {"hostname": node}}
-                        for node, address in nodes
-                    ],
-                }
-                for job, nodes in self.exporter_targets().items()
-            ],
-        }
-        path = self.data_dir / "prometheus.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
-
-    def api_config(self) -> dict[str, object]:
-        """The API server's config (the LB reads its store from the same data path)."""
-        update = f"{self.options.update_interval_s:g}s"
-        since = (self.started_at - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return {
-            "ceems_api_server": {
-                "data": {
-                    "path": str(self.data_dir / "api"),
-                    "update_interval": update,
-                    "update_from": since,
-                    "max_update_interval": "1h",
-                },
-                # whoever runs the demo may look at everyone's jobs (`cacct -u alice`)
-                "admin": {"users": sorted({ADMIN, getpass.getuser()})},
-            },
-            "clusters": [
-                {
-                    "id": self.cluster_spec.cluster_id,
-                    "manager": "slurm",
-                    "updaters": ["tsdb"],
-                    "cli": {"path": str(self.cluster.slurm_dir / "bin")},
-                }
-            ],
-            "updaters": [
-                {"id": "tsdb", "updater": "tsdb", "web": {"url": self.prometheus_url}},
-            ],
-        }
-
-    def _api_server(self) -> Process:
-        path = self.data_dir / "api-server.yml"
-        path.write_text(yaml.safe_dump(self.api_config(), sort_keys=False))
-        return Process(
-            "ceems_api_server",
-            [
-                sys.executable,
-                "-m",
-                "ceems.api.cli",
-                "--config.file",
-                str(path),
-                "--web.listen-address",
-                f"127.0.0.1:{self.ports['api']}",
-            ],
-            self.data_dir / "api-server.log",
-            f"{self.api_url}/api/v1/health",
-        )
-
-    def lb_config(self) -> dict[str, object]:
-        """ceems_lb's config: Prometheus for the cluster, ownership from the API store."""
-        return {
-            "ceems_lb": {
-                "strategy": "round-robin",
-                "backends": [
-                    {
-                        "id": self.cluster_spec.cluster_id,
-                        "tsdb": [{"web": {"url": self.prometheus_url}}],
-                    }
-                ],
-                "allowed_node_metrics": list(NODE_METRICS),
-                "cache_ttl": "10s",
-            },
-            "ceems_api_server": {"data": {"path": str(self.data_dir / "api")}},
-        }
-
-    def _lb(self) -> Process:
-        path = self.data_dir / "ceems-lb.yml"
-        path.write_text(yaml.safe_dump(self.lb_config(), sort_keys=False))
-        return Process(
-            "ceems_lb",
-            [
-                sys.executable,
-                "-m",
-                "ceems.lb.cli",
-                "--config.file",
-                str(path),
-                "--web.listen-address",
-                f"127.0.0.1:{self.ports['lb']}",
-            ],
-            self.data_dir / "ceems-lb.log",
-            f"{self.lb_url}/health",
-        )
-
-    def _write_cacct_config(self) -> None:
-        config = {
-            "cluster_id": self.cluster_spec.cluster_id,
-            "api": {"url": self.api_url},
-            "tsdb": {"url": self.lb_url},
-        }
-        self.cacct_config.write_text(yaml.safe_dump(config, sort_keys=False))
