@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -32,7 +31,8 @@ from ceems.api.writer import WriterLoop
 from ceems.common.asgiguard import Guard
 from ceems.common.config import ConfigError, load_config
 from ceems.common.durations import parse_duration
-from ceems.common.logging import LEVELS, setup_logging
+from ceems.common.flags import add_config_flags, add_log_flags, add_web_config_flag
+from ceems.common.logging import setup_logging
 from ceems.common.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from ceems.exporter.server import parse_listen_address
 
@@ -46,27 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Store compute units of every cluster and serve them over a REST API.",
     )
     parser.add_argument("--version", action="version", version=f"ceems_api_server {__version__}")
-    parser.add_argument(
-        "--config.file",
-        dest="config_file",
-        default=os.environ.get("CEEMS_API_SERVER_CONFIG_FILE", ""),
-        metavar="FILE",
-        help="YAML config file. Env: CEEMS_API_SERVER_CONFIG_FILE.",
-    )
-    parser.add_argument(
-        "--config.file.expand-env-vars",
-        dest="expand_env_vars",
-        action="store_true",
-        help="Replace ${VAR} in the config file with environment variables.",
-    )
+    add_config_flags(parser, "CEEMS_API_SERVER_CONFIG_FILE")
     parser.add_argument(
         "--web.listen-address", dest="listen_address", default=":9020", metavar="ADDR",
         help="HOST:PORT to listen on. Default: %(default)s.",
     )  # fmt: skip
-    parser.add_argument(
-        "--web.config.file", dest="web_config_file", default="", metavar="FILE",
-        help="Exporter-toolkit web config: TLS certificate and key, basic-auth users.",
-    )  # fmt: skip
+    add_web_config_flag(parser)
     parser.add_argument(
         "--web.route-prefix", dest="route_prefix", default="",
         help="Prefix of every path, when served behind a reverse proxy under a sub-path.",
@@ -83,10 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--query.max-period", dest="max_period", default="",
         help="Longest query window (e.g. 1y), overriding ceems_api_server.web.max_query.",
     )  # fmt: skip
-    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
-    parser.add_argument(
-        "--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt"
-    )
+    add_log_flags(parser)
     return parser
 
 

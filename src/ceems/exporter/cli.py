@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import GaugeMetricFamily
 
 from ceems import __version__
-from ceems.common.logging import LEVELS, setup_logging
+from ceems.common.flags import add_log_flags
+from ceems.common.logging import setup_logging
 from ceems.common.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from ceems.exporter.collector import (
     ClosableCollector,
@@ -77,11 +78,7 @@ def build_parser(factories: dict[str, CollectorFactory]) -> argparse.ArgumentPar
         default=40,
         help="Maximum number of parallel scrapes; 0 disables the limit. Default: %(default)s.",
     )
-    logs = parser.add_argument_group("logging")
-    logs.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
-    logs.add_argument(
-        "--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt"
-    )
+    add_log_flags(parser.add_argument_group("logging"))
     paths = parser.add_argument_group("paths")
     paths.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mountpoint.")
     paths.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mountpoint.")

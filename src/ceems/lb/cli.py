@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -15,7 +14,8 @@ import uvicorn
 from ceems import __version__
 from ceems.common.asgiguard import Guard
 from ceems.common.config import ConfigError, load_config
-from ceems.common.logging import LEVELS, setup_logging
+from ceems.common.flags import add_config_flags, add_log_flags, add_web_config_flag
+from ceems.common.logging import setup_logging
 from ceems.common.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from ceems.exporter.server import parse_listen_address
 from ceems.lb.app import LbApp
@@ -33,28 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Access-controlled load balancer in front of TSDBs and Pyroscope servers.",
     )
     parser.add_argument("--version", action="version", version=f"ceems_lb {__version__}")
-    parser.add_argument(
-        "--config.file", dest="config_file",
-        default=os.environ.get("CEEMS_LB_CONFIG_FILE", ""), metavar="FILE",
-        help="YAML config file (may be the API server's). Env: CEEMS_LB_CONFIG_FILE.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--config.file.expand-env-vars", dest="expand_env_vars", action="store_true",
-        help="Replace ${VAR} in the config file with environment variables.",
-    )  # fmt: skip
+    add_config_flags(parser, "CEEMS_LB_CONFIG_FILE", " (may be the API server's)")
     parser.add_argument(
         "--web.listen-address", dest="listen_addresses", action="append", metavar="ADDR",
         help=f"HOST:PORT; give it twice when both TSDB and Pyroscope servers are configured "
         f"(TSDB first). Default: {DEFAULT_LISTEN} and {DEFAULT_PYROSCOPE_LISTEN}.",
     )  # fmt: skip
-    parser.add_argument(
-        "--web.config.file", dest="web_config_file", default="", metavar="FILE",
-        help="Exporter-toolkit web config: TLS certificate and key, basic-auth users.",
-    )  # fmt: skip
-    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
-    parser.add_argument(
-        "--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt"
-    )
+    add_web_config_flag(parser)
+    add_log_flags(parser)
     return parser
 
 
