@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import threading
 
 import bcrypt
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from ceems.api.app import create_app
-from ceems.api.cli import Guard, apply_flags, build_parser
+from ceems.api.cli import Guard, apply_flags, build_parser, freeze_startup_objects
 from ceems.api.config import ApiServerConfig
 from ceems.common.config import ConfigError
 from ceems.common.webconfig import BasicAuth
@@ -59,3 +60,13 @@ def test_flags_override_the_config() -> None:
     assert config.ceems_api_server.web.max_query.days == 90
     with pytest.raises(ConfigError, match=r"--query\.max-period"):
         apply_flags(ApiServerConfig(), build_parser().parse_args(["--query.max-period", "ever"]))
+
+
+def test_startup_objects_are_kept_out_of_collections() -> None:
+    app = create_app(ApiServerConfig(), sa.create_engine("sqlite://"))
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is app for obj in gc.get_objects())  # frozen objects are not listed
+    finally:
+        gc.unfreeze()

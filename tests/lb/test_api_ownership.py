@@ -584,6 +584,93 @@ def test_cache_is_bounded(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None
     asyncio.run(scenario())
 
 
+def test_a_whole_set_is_granted_in_one_lookup(clock: Clock) -> None:
+    inner = FakeOwnership()
+    cached = CachedOwnership(inner, ttl_s=60)
+    units = frozenset({"a-1", "a-2"})
+
+    async def scenario() -> None:
+        assert await cached.owns("alice", "c0", units)
+        assert await cached.owns("alice", "c0", units)
+        assert ("alice", "c0", units) in cached._granted_sets
+        cached._granted.clear()  # the set answers without its units' entries
+        assert await cached.owns("alice", "c0", units)
+        assert len(inner.calls) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_unit_is_refused_after_the_ttl(clock: Clock) -> None:
+    inner = FakeOwnership()
+    cached = CachedOwnership(inner, ttl_s=60)
+    units = frozenset({"a-1", "a-2"})
+
+    async def scenario() -> None:
+        assert await cached.owns("alice", "c0", units)
+        inner.grants[("alice", "c0")].discard("a-2")  # alice leaves the project of a-2
+        clock.now += 59.9
+        assert await cached.owns("alice", "c0", units)  # within the ttl, as documented
+        clock.now += 0.2
+        assert not await cached.owns("alice", "c0", units)
+        assert not await cached.owns("alice", "c0", units)  # refusals are not remembered
+        assert await cached.owns("alice", "c0", frozenset({"a-1"}))
+
+    asyncio.run(scenario())
+
+
+def test_a_set_expires_with_its_oldest_grant(clock: Clock) -> None:
+    inner = FakeOwnership()
+    cached = CachedOwnership(inner, ttl_s=60)
+
+    async def scenario() -> None:
+        assert await cached.owns("alice", "c0", frozenset({"a-1"}))
+        clock.now += 50
+        # a-1 comes from the cache (granted 50 s ago), a-2 from the source now: the set
+        # may not outlive a-1's grant by riding on a-2's.
+        assert await cached.owns("alice", "c0", frozenset({"a-1", "a-2"}))
+        inner.grants[("alice", "c0")].discard("a-1")
+        clock.now += 10.1
+        assert not await cached.owns("alice", "c0", frozenset({"a-1", "a-2"}))
+        assert inner.calls[-1] == ("owns", "alice", "c0", frozenset({"a-1"}))
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("user", "cluster", "units"),
+    [
+        ("bob", "c0", {"a-1", "a-2"}),  # another user
+        ("alice", "c1", {"a-1", "a-2"}),  # another cluster
+        ("alice", "c0", {"a-1", "a-2", "b-1"}),  # a wider set
+        ("alice", "c0", {"b-1"}),  # another set
+    ],
+)
+def test_a_granted_set_never_widens(clock: Clock, user: str, cluster: str, units: set[str]) -> None:
+    inner = FakeOwnership()
+    cached = CachedOwnership(inner, ttl_s=60)
+
+    async def scenario() -> None:
+        assert await cached.owns("alice", "c0", frozenset({"a-1", "a-2"}))
+        assert not await cached.owns(user, cluster, frozenset(units))
+        assert inner.calls[-1][:3] == ("owns", user, cluster)
+
+    asyncio.run(scenario())
+
+
+def test_granted_sets_are_bounded_by_units(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ownership_module, "CACHE_LIMIT", 5)
+    inner = FakeOwnership(grants={("alice", "c0"): {f"u-{i}" for i in range(10)}})
+    cached = CachedOwnership(inner, ttl_s=60)
+
+    async def scenario() -> None:
+        for i in range(8):
+            assert await cached.owns("alice", "c0", frozenset({f"u-{i}", f"u-{i + 1}"}))
+            held = sum(len(units) for _, _, units in cached._granted_sets)
+            assert held <= 5
+
+    asyncio.run(scenario())
+
+
 def test_close_closes_the_source() -> None:
     inner = FakeOwnership()
     asyncio.run(CachedOwnership(inner, ttl_s=1).close())

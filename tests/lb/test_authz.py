@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from ceems.lb.authz import MAX_QUERY_BYTES, QueryRefusedError, authorise
+from ceems.lb import authz
+from ceems.lb.authz import MAX_QUERY_BYTES, DecisionCache, QueryRefusedError, authorise
 
 NODE_METRICS = ("ceems_emissions_gCo2_kWh", "instance:ceems_host_power_watts:pue")
 
@@ -131,3 +132,73 @@ def test_a_thousand_uuids_are_named() -> None:
     elapsed_ms = (time.perf_counter() - started) * 1000
     assert decision.uuids == frozenset(uuids)
     print(f"authorised a 1,000-uuid query in {elapsed_ms:.2f} ms")  # a figure, not a test
+
+
+# ---- the cache of decisions ------------------------------------------------------------------
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every query authz parses, in order."""
+    seen: list[str] = []
+    real = authz.parse
+
+    def counting(query: str) -> object:
+        seen.append(query)
+        return real(query)
+
+    monkeypatch.setattr(authz, "parse", counting)
+    return seen
+
+
+def test_the_cache_parses_a_query_once(parses: list[str]) -> None:
+    cache = DecisionCache()
+    query, uuids = ALLOWED[1]
+    first = cache.authorise(query, frozenset(NODE_METRICS))
+    assert cache.authorise(query, frozenset(NODE_METRICS)) is first
+    assert first.uuids == uuids and parses == [query]
+
+
+def test_the_cache_answers_as_authorise(parses: list[str]) -> None:
+    cache = DecisionCache()
+    for _ in range(2):
+        for query, uuids in ALLOWED:
+            assert cache.authorise(query, frozenset(NODE_METRICS)) == authorise(query, NODE_METRICS)
+            assert cache.authorise(query, frozenset(NODE_METRICS)).uuids == uuids
+
+
+@pytest.mark.parametrize("selector", BAD_SELECTORS)
+def test_the_cache_refuses_every_time(parses: list[str], selector: str) -> None:
+    cache = DecisionCache()
+    for _ in range(3):
+        with pytest.raises(QueryRefusedError):
+            cache.authorise(selector, frozenset(NODE_METRICS))
+    assert len(parses) == 3 and len(cache) == 0  # refusals are never kept
+
+
+def test_a_cached_decision_is_per_allow_list_and_label() -> None:
+    cache = DecisionCache()
+    node = "instance:ceems_host_power_watts:pue"
+    assert cache.authorise(node, frozenset({node})).uuids == frozenset()
+    # the same text under another allow-list (or none) is decided afresh: refused
+    with pytest.raises(QueryRefusedError):
+        cache.authorise(node, frozenset())
+    pinned = '{service_name="a-1"}'
+    assert cache.authorise(pinned, frozenset(), label="service_name").uuids == {"a-1"}
+    with pytest.raises(QueryRefusedError, match="not pinned"):
+        cache.authorise(pinned, frozenset())
+
+
+def test_the_cache_stays_within_its_budget() -> None:
+    cache = DecisionCache(budget_bytes=2000)
+    queries = [f'foo{{uuid="{i}"}}' for i in range(50)]
+    for query in queries:
+        cache.authorise(query, frozenset())
+        assert cache.used <= 2000
+    assert 0 < len(cache) < 50
+    # the most recent are kept, the oldest evicted
+    assert (queries[-1], "uuid", frozenset()) in cache._entries
+    assert (queries[0], "uuid", frozenset()) not in cache._entries
+    huge = 'foo{uuid="1"} + ' * 200 + "1"
+    assert cache.authorise(huge, frozenset()).uuids == {"1"}  # answered, too big to keep
+    assert (huge, "uuid", frozenset()) not in cache._entries

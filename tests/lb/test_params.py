@@ -8,11 +8,20 @@ re-encoded from the parsed pairs, so re-encoding then parsing again must give th
 from __future__ import annotations
 
 import random
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
 
-from ceems.lb.params import FORM_TYPE, MAX_FIELDS, BadParamsError, Params, parse_pairs, read_params
+from ceems.lb import params as params_module
+from ceems.lb.params import (
+    CACHED_COMPONENT,
+    FORM_TYPE,
+    MAX_FIELDS,
+    BadParamsError,
+    Params,
+    parse_pairs,
+    read_params,
+)
 
 QUERY = 'rate(ceems_compute_unit_cpu_user_seconds_total{uuid=~"a-1|a-2"}[5m]) + 1'
 
@@ -230,3 +239,38 @@ def test_random_values_round_trip() -> None:
         params = Params(pairs, pairs)
         assert parse_pairs(params.query_string(), "url") == pairs
         assert parse_pairs(params.body(), "body") == pairs
+
+
+def test_parsing_matches_urllib(monkeypatch: pytest.MonkeyPatch) -> None:
+    # parse_pairs splits and decodes itself (to remember decoded components): it must read
+    # every input exactly as urllib's parse_qsl did, cached or not.
+    rng = random.Random(20261123)
+    alphabet = [*"ab=&+%2BCc3F;", "%7B", "%22", "%C3%A9", "%E2%9C", "%ZZ", "%", "%2"]
+    for limit in (CACHED_COMPONENT, 0):  # with, then without the component cache
+        monkeypatch.setattr(params_module, "CACHED_COMPONENT", limit)
+        for _ in range(3000):
+            raw = "".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+            if ";" in raw:
+                continue  # refused before parsing
+            try:
+                expected = parse_qsl(
+                    raw, keep_blank_values=True, encoding="utf-8", errors="strict",
+                    max_num_fields=MAX_FIELDS,
+                )  # fmt: skip
+            except UnicodeDecodeError:
+                with pytest.raises(BadParamsError, match="not valid UTF-8"):
+                    parse_pairs(raw.encode(), "q")
+                continue
+            assert parse_pairs(raw.encode(), "q") == expected, raw
+
+
+def test_encoding_matches_urlencode() -> None:
+    rng = random.Random(7)
+    alphabet = [chr(c) for c in range(0x20, 0x7F)] + list("é✓\U0001f525\x00\n")
+    for _ in range(500):
+        pairs = [
+            ("".join(rng.choices(alphabet, k=rng.randint(0, 5))),
+             "".join(rng.choices(alphabet, k=rng.randint(0, 20))))
+            for _ in range(rng.randint(0, 4))
+        ]  # fmt: skip
+        assert Params(pairs, None).query_string() == urlencode(pairs).encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import threading
@@ -140,6 +141,18 @@ def build_server(config: ApiServerConfig, options: argparse.Namespace, web: WebC
     return ApiServer(config, loop, writer, guarded, threading.Event())
 
 
+def freeze_startup_objects() -> None:
+    """Keep what startup built (modules, config, app: ~90k objects) out of collections.
+
+    A /units response of 500 units allocates enough for a full collection every 20-30
+    requests, and walking the startup objects took each one ~55 ms of CPU on a 2-core
+    machine: /units' p99 was twice its p50. Frozen objects are never collected, so what
+    startup left as garbage is collected first.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the config, start the writer loop, serve the API until SIGINT/SIGTERM."""
     options = build_parser().parse_args(argv)
@@ -164,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, WebConfigError, StoreError, ManagerError, ValueError) as err:
         print(f"ceems_api_server: {err}", file=sys.stderr)
         return 1
+    freeze_startup_objects()
     writer_thread = server.start_writer()
     uv_config = uvicorn.Config(
         server.app,

@@ -113,7 +113,12 @@ def accumulate_maps(
     """
     merged: dict[str, MetricMap] = {}
     for metric in METRIC_FIELDS:
-        before, window = dict(old.get(metric, {})), new.get(metric, {})
+        stored, window = old.get(metric), new.get(metric)
+        if not window:  # most maps of most windows: nothing to add
+            if stored:
+                merged[metric] = dict(stored)
+            continue
+        before = dict(stored) if stored else {}
         if metric in AVERAGE_METRICS:
             key = AVERAGE_METRICS[metric]
             w_old, w_new = old_times.get(key, 0.0), new_times.get(key, 0.0)

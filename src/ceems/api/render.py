@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from datetime import datetime, tzinfo
+from _json import make_encoder
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, TypeVar
 
 from ceems.api.aggregate import UsageRow
 from ceems.api.models import METRIC_FIELDS, Project, User
@@ -92,20 +93,37 @@ def unit_columns(fields: Sequence[str]) -> set[str]:
 
 
 _GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds a
+# JSONEncoder and a C encoder per call, most of the cost of encoding a small map: build the
+# same C encoder once (without the circular check: values come from JSON, so hold no cycle).
+_ENCODE_SORTED = make_encoder(
+    None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, True
+)
+
+# Memo tables of texts a response repeats many times (read with `.get(key) or
+# _remember(...)`); cleared when full, so that no client grows them without bound.
+_MEMO_LIMIT = 4096
+_Key = TypeVar("_Key")
+
+
+def _remember(table: dict[_Key, str], key: _Key, text: str) -> str:
+    if len(table) >= _MEMO_LIMIT:
+        table.clear()
+    table[key] = text
+    return text
 
 
 def encode(value: Any) -> str:
     """Compact JSON with sorted keys and Go's HTML escaping of `<`, `>`, `&`."""
-    # Strings and integers are most of a response: encode them without json.dumps' set-up
-    # (a /units response of 500 units spent most of its time there).
+    # Strings and integers, most of a response, need neither the encoder nor the join.
     kind = type(value)
     if kind is str:
         text = encode_basestring(value)
-        return text if _GO_ESCAPES.search(text) is None else _go_escape(text)
-    if kind is int:
+    elif kind is int:
         return str(value)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return _go_escape(text)
+    else:
+        text = "".join(_ENCODE_SORTED(value, 0))
+    return text if _GO_ESCAPES.search(text) is None else _go_escape(text)
 
 
 def _go_escape(text: str) -> str:
@@ -117,21 +135,36 @@ def _go_escape(text: str) -> str:
 
 def encode_float(value: float) -> str:
     """CEEMS' JSONFloat: Inf/NaN as 0, integers without decimals, others with 8."""
-    if math.isinf(value) or math.isnan(value):
-        return "0"
-    if value.is_integer():
-        return str(int(value)) if abs(value) < 1e21 else repr(value)
-    return f"{value:.8f}"
+    if value.is_integer():  # False for Inf and NaN
+        return str(int(value)) if -1e21 < value < 1e21 else repr(value)
+    return f"{value:.8f}" if math.isfinite(value) else "0"
+
+
+_MAP_KEYS: dict[str, str] = {}  # metric map key -> its JSON and the colon
+
+
+def _map_key(key: Any) -> str:
+    if type(key) is not str:
+        return encode(str(key)) + ":"
+    return _MAP_KEYS.get(key) or _remember(_MAP_KEYS, key, encode(key) + ":")
 
 
 def encode_metric_map(values: Mapping[str, Any]) -> str:
     """A metric map, keys sorted, numbers as JSONFloat (non-numbers dropped)."""
-    parts = [
-        f"{encode(str(key))}:{encode_float(float(values[key]))}"
-        for key in sorted(values)
-        if isinstance(values[key], int | float) and not isinstance(values[key], bool)
-    ]
+    parts = []
+    for key in sorted(values):
+        value = values[key]
+        if type(value) is not float:  # floats are the common case: skip the checks
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            value = float(value)
+        parts.append(_map_key(key) + encode_float(value))
     return "{" + ",".join(parts) + "}"
+
+
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_DATES: dict[int, str] = {}  # proleptic ordinal -> "2023-02-21T"
+_OFFSETS: dict[timedelta | None, str] = {}  # UTC offset -> "+0100"
 
 
 def format_time(ts_ms: int, zone: tzinfo | None) -> str:
@@ -141,7 +174,14 @@ def format_time(ts_ms: int, zone: tzinfo | None) -> str:
     moment = datetime.fromtimestamp(ts_ms / 1000, zone)
     if zone is None:
         moment = moment.astimezone()
-    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # strftime was two thirds of the cost of a time string: the date and the offset come
+    # from it once each and are reused; the clock is read from the same datetime, so DST
+    # folds and gaps are whatever datetime says they are.
+    day, offset = moment.toordinal(), moment.utcoffset()
+    date = _DATES.get(day) or _remember(_DATES, day, moment.strftime("%Y-%m-%dT"))
+    zone_text = _OFFSETS.get(offset) or _remember(_OFFSETS, offset, moment.strftime("%z"))
+    two = _TWO_DIGITS
+    return f"{date}{two[moment.hour]}:{two[moment.minute]}:{two[moment.second]}{zone_text}"
 
 
 def format_elapsed(seconds: int) -> str:
@@ -149,19 +189,73 @@ def format_elapsed(seconds: int) -> str:
     days, rest = divmod(max(seconds, 0), 86_400)
     hours, rest = divmod(rest, 3_600)
     minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    two = _TWO_DIGITS
+    clock = f"{two[hours]}:{two[minutes]}:{two[secs]}"
     return f"{days}-{clock}" if days else clock
 
 
-def _unit_value(row: Mapping[str, Any], field: str, zone: tzinfo | None, now_ms: int) -> Any:
-    if field in _TIME_STRINGS:
-        return format_time(int(row[_TIME_STRINGS[field]]), zone)
-    if field == "elapsed":
+# One field of a unit: its JSON, or None when the field is left out of this row.
+_FieldValue = Callable[[Mapping[str, Any]], str | None]
+UnitRenderer = Callable[[Mapping[str, Any]], str]
+
+
+def _empty(value: Any) -> bool:
+    """Go's `omitempty` test; callers skip it for truthy values, which are never empty."""
+    return value is None or value == "" or value == 0 or value == {}
+
+
+def _time_value(column: str, zone: tzinfo | None) -> _FieldValue:
+    # Time strings are digits, `-T:+` or N/A: nothing to escape, never empty.
+    return lambda row: '"' + format_time(int(row[column]), zone) + '"'
+
+
+def _elapsed_value(now_ms: int) -> _FieldValue:
+    def text(row: Mapping[str, Any]) -> str:
         started, ended = int(row["started_at_ts"]), int(row["ended_at_ts"])
-        if started <= 0:
-            return format_elapsed(0)
-        return format_elapsed(((ended or now_ms) - started) // 1000)
-    return row[field]
+        seconds = ((ended or now_ms) - started) // 1000 if started > 0 else 0
+        return '"' + format_elapsed(seconds) + '"'
+
+    return text
+
+
+def _plain_value(field: str, encoder: Callable[[Any], str]) -> _FieldValue:
+    def text(row: Mapping[str, Any]) -> str | None:
+        value = row[field]
+        return None if not value and _empty(value) else encoder(value)
+
+    return text
+
+
+def _field_value(
+    field: str, wanted: set[str], zone: tzinfo | None, now_ms: int
+) -> _FieldValue | None:
+    """How `field` is rendered; None when it is never written."""
+    if field == "uuid":
+        # No `omitempty` on uuid in CEEMS: always there, empty when not selected.
+        return (lambda row: encode(row["uuid"])) if field in wanted else (lambda _: '""')
+    if field not in wanted:
+        return None
+    if field in _TIME_STRINGS:
+        return _time_value(_TIME_STRINGS[field], zone)
+    if field == "elapsed":
+        return _elapsed_value(now_ms)
+    return _plain_value(field, encode_metric_map if field in _METRIC_MAPS else encode)
+
+
+def unit_renderer(fields: Sequence[str], zone: tzinfo | None, now_ms: int) -> UnitRenderer:
+    """`render_unit` for the rows of one request: how to write each field is decided once."""
+    wanted = set(fields)
+    plan = [
+        (f'"{field}":', text_of)
+        for field in UNIT_FIELDS
+        if (text_of := _field_value(field, wanted, zone, now_ms)) is not None
+    ]
+
+    def render(row: Mapping[str, Any]) -> str:
+        parts = [key + text for key, text_of in plan if (text := text_of(row)) is not None]
+        return "{" + ",".join(parts) + "}"
+
+    return render
 
 
 def render_unit(
@@ -171,19 +265,7 @@ def render_unit(
 
     `uuid` has no `omitempty` in CEEMS, so it is always there (empty when not selected).
     """
-    wanted = set(fields)
-    parts = []
-    for field in UNIT_FIELDS:
-        if field not in wanted:
-            if field == "uuid":
-                parts.append('"uuid":""')
-            continue
-        value = _unit_value(row, field, zone, now_ms)
-        if field != "uuid" and (value is None or value == "" or value == 0 or value == {}):
-            continue
-        text = encode_metric_map(value) if field in _METRIC_MAPS else encode(value)
-        parts.append(f'"{field}":{text}')
-    return "{" + ",".join(parts) + "}"
+    return unit_renderer(fields, zone, now_ms)(row)
 
 
 def render_usage(row: UsageRow, fields: Sequence[str]) -> str:

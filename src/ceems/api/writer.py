@@ -3,7 +3,8 @@
 One loop per server. Each window is committed in a single transaction together with the
 cluster's checkpoint (`updates.last_update_ts`), so a crash or kill at any point loses nothing
 committed and, on restart, the next window starts exactly where the last committed one ended:
-no unit's usage is counted twice.
+no unit's usage is counted twice. A cycle's last window also carries the final records of
+running units it no longer lists (ceems.api.reconcile).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ceems.api.config import ApiServerConfig, ClusterConfig
-from ceems.api.managers.protocol import ManagerError, ResourceManager
+from ceems.api.managers.protocol import ManagerError, ResourceManager, UnitsById
 from ceems.api.models import Project, Unit, User
+from ceems.api.reconcile import Reconciler, RunningUnitsSource, StoreRunningUnits
 from ceems.api.updaters.protocol import Updater, UpdaterError
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,16 @@ class WriterMetrics:
             "ceems_api_server_units_stored", "Units written per cluster.", ["cluster"],
             registry=self.registry,
         )  # fmt: skip
+        self.reconciled = Counter(
+            "ceems_api_server_units_reconciled",
+            "Units stored as running that a window missed, stored with their final record.",
+            ["cluster"], registry=self.registry,
+        )  # fmt: skip
+        self.reconcile_failures = Counter(
+            "ceems_api_server_reconcile_failures",
+            "Failed lookups of running units a window missed (the window was stored).",
+            ["cluster"], registry=self.registry,
+        )  # fmt: skip
         self.lag = Gauge(
             "ceems_api_server_update_lag_seconds",
             "Seconds between now and the cluster's last committed window end.",
@@ -111,6 +123,9 @@ class WriterLoop:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     metrics: WriterMetrics = field(default_factory=WriterMetrics)
     admin_source: Callable[[], list[str]] | None = None  # Grafana team members, when configured
+    reconciler: Reconciler = field(default_factory=Reconciler)
+    # where running units are read; None: the store if it offers them, else a read-only engine
+    running_source: RunningUnitsSource | None = None
     _last_backup: datetime | None = None
 
     def first_window_start(self, now: datetime) -> datetime:
@@ -140,18 +155,53 @@ class WriterLoop:
                 log.error("resource manager failed", extra={"cluster": cluster.id, "err": str(err)})
                 return stored  # retried next cycle from the same checkpoint
             units = self.run_updaters(cluster, start, end, units)
+            finished = self.finish_missed_units(cluster, manager, units) if final else []
             self.store.commit_update(
-                cluster.id, to_ms(end), units,
+                cluster.id, to_ms(end), [*units, *finished],
                 list(users) if users is not None else None,
                 list(projects) if projects is not None else None,
                 to_ms(self.clock()),
             )  # fmt: skip
+            self.metrics.reconciled.labels(cluster.id).inc(len(finished))
             self.metrics.windows.labels(cluster.id).inc()
             self.metrics.units.labels(cluster.id).inc(len(units))
             stored += len(units)
             start = end
         self.metrics.lag.labels(cluster.id).set((self.clock() - start).total_seconds())
         return stored
+
+    def finish_missed_units(
+        self, cluster: ClusterConfig, manager: ResourceManager, units: list[Unit]
+    ) -> list[Unit]:
+        """Final records (without figures) of the cluster's running units that `units` miss.
+
+        Only the last window of a cycle does this: back-fill windows would look up the same
+        units again. A manager without fetch_units_by_id is not asked; any failure here is
+        a warning that leaves the window to be stored as it is.
+        """
+        if not isinstance(manager, UnitsById):
+            return []
+        source = self.running_source
+        if source is None:
+            store = self.store
+            source = (
+                store
+                if isinstance(store, RunningUnitsSource)
+                else StoreRunningUnits(self.config.ceems_api_server.data)
+            )
+        try:
+            running = source.running_units(cluster.id)
+            outcome = self.reconciler.reconcile(cluster.id, manager, running, units)
+        except Exception as err:  # finishing stale units must never cost the window
+            self.metrics.reconcile_failures.labels(cluster.id).inc()
+            log.warning(
+                "cannot look up running units the window missed",
+                extra={"cluster": cluster.id, "err": f"{type(err).__name__}: {err}"},
+            )
+            return []
+        if outcome.failed:
+            self.metrics.reconcile_failures.labels(cluster.id).inc()
+        return outcome.units
 
     def run_updaters(
         self, cluster: ClusterConfig, start: datetime, end: datetime, units: list[Unit]

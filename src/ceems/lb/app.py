@@ -3,7 +3,8 @@
 One app serves every listener; the port a request arrived on says whether it is for the
 TSDB or the Pyroscope frontend. For a non-admin the order is: user, cluster, endpoint,
 parameters, selectors, ownership; any refusal is answered here and nothing reaches a
-backend.
+backend. The hot path speaks ASGI directly (no Starlette request or response objects):
+it runs for every panel of every dashboard, and its own time is what the LB adds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -28,7 +28,13 @@ from ceems.lb import pyroscope, tsdb
 from ceems.lb.authz import Decision, QueryInvalidError, QueryRefusedError
 from ceems.lb.backends import Pools
 from ceems.lb.config import LbConfig
-from ceems.lb.forward import BackendUnavailableError, forward, request_headers
+from ceems.lb.forward import (
+    DROPPED_REQUEST,
+    IDENTITY,
+    BackendUnavailableError,
+    Forwarded,
+    forward,
+)
 from ceems.lb.ownership import Ownership, OwnershipUnavailableError
 from ceems.lb.params import BadParamsError, Params, read_params
 
@@ -73,6 +79,28 @@ class LbMetrics:
             "ceems_lb_backend_up", "1 when the last health check or request reached it.",
             ["frontend", "cluster", "backend"], registry=self.registry,
         )  # fmt: skip
+        self._counted: dict[tuple[str, str], Counter] = {}
+
+    def count(self, frontend: str, outcome: str) -> None:
+        """One more request with this outcome (children kept: `labels()` costs a lock)."""
+        child = self._counted.get((frontend, outcome))
+        if child is None:
+            child = self._counted[frontend, outcome] = self.requests.labels(frontend, outcome)
+        child.inc()
+
+
+@dataclass(slots=True)
+class Incoming:
+    """What the LB reads of a request's head, from one pass over its headers."""
+
+    method: str
+    path: str
+    query_string: bytes
+    user: str
+    cluster_header: str
+    content_type: str
+    content_types: int  # how many Content-Type headers
+    forwarded: list[tuple[bytes, bytes]]  # the headers that travel on, as request_headers
 
 
 @dataclass
@@ -87,7 +115,7 @@ class LbApp:
 
     def __post_init__(self) -> None:
         section = self.config.ceems_lb
-        self.user_headers = [h.lower() for h in section.user_header_names]
+        self.user_headers = [h.lower().encode("latin-1") for h in section.user_header_names]
         self.allowed = frozenset(section.allowed_node_metrics)
         self.max_body = section.max_body_bytes
 
@@ -97,8 +125,26 @@ class LbApp:
             return
         if scope["type"] != "http":
             return
-        response = await self.respond(Request(scope, receive), self._frontend(scope))
-        await response(scope, receive, send)
+        frontend = self._frontend(scope)
+        path: str = scope["path"]
+        if path == "/health":
+            await PlainTextResponse(HEALTHY)(scope, receive, send)
+            return
+        if path == "/metrics":
+            self._refresh_backend_gauges()
+            metrics = Response(
+                generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST
+            )
+            await metrics(scope, receive, send)
+            return
+        answer = await self.respond(scope, receive, frontend)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -125,16 +171,11 @@ class LbApp:
             return self.frontends[port]
         return next(iter(self.pools))  # a single frontend, or an app under test
 
-    async def respond(self, request: Request, frontend: str) -> Response:
-        """The answer to one request on `frontend`."""
-        path = request.url.path
-        if path == "/health":
-            return PlainTextResponse(HEALTHY)
-        if path == "/metrics":
-            self._refresh_backend_gauges()
-            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def respond(self, scope: Scope, receive: Receive, frontend: str) -> Forwarded | Response:
+        """The answer to one proxied request on `frontend`: the backend's, or a refusal."""
+        response: Forwarded | Response
         try:
-            response = await self._proxy(request, frontend)
+            response = await self._proxy(scope, receive, frontend)
             outcome = "forwarded"
         except RefusedError as refusal:
             outcome = refusal.error_type.value
@@ -146,7 +187,7 @@ class LbApp:
             outcome = "ownership_unavailable"
             log.error("cannot check access", extra={"reason": str(err)})
             response = failure(ErrorType.UNAVAILABLE, "cannot check access now: " + str(err))
-        self.metrics.requests.labels(frontend, outcome).inc()
+        self.metrics.count(frontend, outcome)
         return response
 
     def _refresh_backend_gauges(self) -> None:
@@ -157,56 +198,85 @@ class LbApp:
                         1 if backend.alive else 0
                     )
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > self.max_body:
-                    raise RefusedError(
-                        ErrorType.BAD_DATA, f"request body larger than {self.max_body} bytes", 413
-                    )
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RefusedError(ErrorType.BAD_DATA, "client disconnected while sending")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise RefusedError(
+                    ErrorType.BAD_DATA, f"request body larger than {self.max_body} bytes", 413
+                )
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk  # the usual case: one message, no copy
                 chunks.append(chunk)
-        except ClientDisconnect:
-            raise RefusedError(ErrorType.BAD_DATA, "client disconnected while sending") from None
-        return b"".join(chunks)
+                return b"".join(chunks)
+            chunks.append(chunk)
 
-    def _user(self, request: Request) -> str:
-        for name in self.user_headers:
-            value = request.headers.get(name, "").strip()
-            if value:
-                return value
-        raise RefusedError(ErrorType.UNAUTHORIZED, NO_USER)
+    def _incoming(self, scope: Scope) -> Incoming:
+        named: dict[bytes, bytes] = {}
+        forwarded: list[tuple[bytes, bytes]] = []
+        content_types = 0
+        for name, value in scope["headers"]:
+            lower = name.lower()
+            if lower == b"content-type":
+                content_types += 1
+            # the first of each, as Starlette's Headers.get
+            if lower not in named:
+                named[lower] = value
+            if lower not in DROPPED_REQUEST:
+                forwarded.append((lower, value))
+        forwarded.append(IDENTITY)
+        user = ""
+        for header in self.user_headers:
+            user = named.get(header, b"").decode("latin-1").strip()
+            if user:
+                break
+        return Incoming(
+            method=scope["method"],
+            path=scope["path"],
+            query_string=scope.get("query_string", b""),
+            user=user,
+            cluster_header=named.get(CLUSTER_HEADER.encode(), b"").decode("latin-1").strip(),
+            content_type=named.get(b"content-type", b"").decode("latin-1"),
+            content_types=content_types,
+            forwarded=forwarded,  # as request_headers() keeps them, in the same pass
+        )
 
-    async def _proxy(self, request: Request, frontend: str) -> Response:
-        user = self._user(request)
-        if len(request.headers.getlist("content-type")) > 1:
+    async def _proxy(self, scope: Scope, receive: Receive, frontend: str) -> Forwarded:
+        request = self._incoming(scope)
+        user = request.user
+        if not user:
+            raise RefusedError(ErrorType.UNAUTHORIZED, NO_USER)
+        if request.content_types > 1:
             # the body would be read by one and forwarded with another
             raise RefusedError(ErrorType.BAD_DATA, "more than one Content-Type header")
-        body = await self._body(request)
-        path = request.url.path
-        method = request.method
-        content_type = request.headers.get("content-type", "")
-        query_string: bytes = request.scope.get("query_string", b"")
+        body = await self._body(receive)
+        path, method = request.path, request.method
+        content_type = request.content_type
         params: Params | None = None
         params_error: BadParamsError | None = None
         if frontend == "tsdb":
             try:
-                params = read_params(query_string, method, content_type, body)
+                params = read_params(request.query_string, method, content_type, body)
             except BadParamsError as err:
                 params_error = err
-        cluster = self._cluster(request, frontend, path, params, content_type, body)
+        cluster = self._cluster(request, frontend, params, body)
         pool = self.pools[frontend].by_cluster[cluster]
-        headers = request_headers(request.scope["headers"])
+        headers = request.forwarded
         if await self.ownership.is_admin(user):
             oldest = tsdb.oldest_time(path, params, time.time()) if params else None
-            return await forward(pool, method, path, query_string, headers, body, oldest)
+            return await forward(pool, method, path, request.query_string, headers, body, oldest)
         decision = self._authorise(frontend, method, path, params, params_error, content_type, body)
         if decision.uuids and not await self.ownership.owns(user, cluster, decision.uuids):
             raise RefusedError(ErrorType.FORBIDDEN, NO_UNIT_PERMISSION)
         if frontend != "tsdb":
-            return await forward(pool, method, path, query_string, headers, body)
+            return await forward(pool, method, path, request.query_string, headers, body)
         assert params is not None
         # Forward exactly the pairs that were authorised, re-encoded.
         return await forward(
@@ -214,29 +284,21 @@ class LbApp:
             tsdb.oldest_time(path, params, time.time()),
         )  # fmt: skip
 
-    def _cluster(
-        self,
-        request: Request,
-        frontend: str,
-        path: str,
-        params: Params | None,
-        content_type: str,
-        body: bytes,
-    ) -> str:
+    def _cluster(self, request: Incoming, frontend: str, params: Params | None, body: bytes) -> str:
         """The cluster a `ceems_id` matcher names (it wins, as in CEEMS), else the header."""
         named: frozenset[str] = frozenset()
         if frontend == "tsdb" and params is not None:
-            named = tsdb.named_clusters(path, params)
-        elif frontend == "pyroscope" and pyroscope.is_read_path(path):
+            named = tsdb.named_clusters(request.path, params)
+        elif frontend == "pyroscope" and pyroscope.is_read_path(request.path):
             try:
-                named = pyroscope.inspect(path, content_type, body).clusters
+                named = pyroscope.inspect(request.path, request.content_type, body).clusters
             except QueryRefusedError:
                 named = frozenset()  # refused later, with the reason
         if len(named) > 1:
             raise RefusedError(
                 ErrorType.BAD_DATA, f"the query names several clusters: {', '.join(sorted(named))}"
             )
-        cluster = next(iter(named)) if named else request.headers.get(CLUSTER_HEADER, "").strip()
+        cluster = next(iter(named)) if named else request.cluster_header
         if cluster not in self.pools[frontend].by_cluster:
             raise RefusedError(ErrorType.BAD_DATA, INVALID_CLUSTER)
         return cluster

@@ -12,6 +12,7 @@ The caller then checks that the user may see every uuid returned.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ CLUSTER_LABEL = "ceems_id"
 # One alternative of a uuid regex: characters that are literal in RE2, or an escaped dot.
 _LITERAL = re.compile(r"(?:[A-Za-z0-9_@:-]|\\\.)+")
 MAX_QUERY_BYTES = 256 * 1024
+# Memory the cache of decisions may hold (query text plus an estimate of the uuid sets).
+DECISION_CACHE_BYTES = 32 << 20
 
 
 class QueryRefusedError(Exception):
@@ -139,3 +142,46 @@ def authorise(
                 + ("" if name is None else f" and {name} is not an allowed node metric")
             )
     return Decision(frozenset(uuids), _clusters(selectors))
+
+
+_Key = tuple[str, str, frozenset[str]]
+
+
+class DecisionCache:
+    """Least recently used decisions of `authorise`, within a byte budget.
+
+    A decision is a function of the query text, the allow-list and the label alone (who
+    asks and what they own are checked afterwards, every time), so it is reused for any
+    user: dashboards send the same queries with every panel refresh. Refusals are not
+    kept: they are rare and cheap to repeat.
+    """
+
+    def __init__(self, budget_bytes: int = DECISION_CACHE_BYTES) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._entries: OrderedDict[_Key, tuple[Decision, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authorise(
+        self, query: str, allowed_unpinned: frozenset[str], label: str = UUID_LABEL
+    ) -> Decision:
+        """`authorise(query, allowed_unpinned, label)`, parsed once per distinct query."""
+        key = (query, label, allowed_unpinned)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[0]
+        decision = authorise(query, allowed_unpinned, label)
+        cost = len(query) + 64 * (len(decision.uuids) + len(decision.clusters)) + 256
+        if cost <= self.budget:
+            self._entries[key] = (decision, cost)
+            self.used += cost
+            while self.used > self.budget:
+                _, (_, freed) = self._entries.popitem(last=False)
+                self.used -= freed
+        return decision
+
+
+DECISIONS = DecisionCache()

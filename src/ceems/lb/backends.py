@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+from yarl import URL
 
 from ceems.common.durations import parse_duration
 from ceems.common.httpconfig import HttpClientConfig
 from ceems.lb.config import BackendConfig, Strategy
+from ceems.lb.http1 import Answer, ConnectError, DisconnectedError, Http1Pool
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +62,59 @@ class Backend:
     # Oldest data it holds, from its retention flag; None: unknown (treated as everything).
     retention: timedelta | None = None
     last_error: str = ""
+    _pool: Http1Pool | None = field(default=None, init=False, repr=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hidden_labels = frozenset(self.config.filter_labels)
 
     @property
     def name(self) -> str:
         """The URL without credentials."""
         return redact(self.config.web.url)
 
-    def session(self) -> aiohttp.ClientSession:
-        """The pooled session requests are forwarded on, made in the running event loop.
+    async def exchange(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Answer:
+        """Send one request (`target`: encoded path and query) and read the whole answer.
 
-        aiohttp rather than httpx on this path: its per-request cost is a third of httpx's
-        asynchronous client, and it is most of what the LB adds to a query's latency.
+        Raises ConnectError (cannot connect), DisconnectedError (dropped or broken answer)
+        or TimeoutError (no answer within the backend's timeout).
         """
+        if self.config.web.proxy_url:
+            return await self._via_proxy(method, target, headers, body)
+        if self._pool is None:
+            self._pool = Http1Pool(self.config.web)
+        return await self._pool.request(method, target, headers, body)
+
+    async def _via_proxy(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Answer:
+        # Rare, and the proxy's own hop costs more than aiohttp: it does CONNECT and TLS.
+        session = self.session()
+        configured = {name.lower() for name in session.headers}
+        kept = {
+            n.decode("latin-1"): v.decode("latin-1")
+            for n, v in headers
+            if n.decode("latin-1") not in configured  # configured headers win, as Http1Pool
+        }
+        # encoded=True: the target goes out exactly as authorised, never re-quoted
+        url = URL(self.config.web.url.rstrip("/") + target.decode("ascii"), encoded=True)
+        try:
+            async with session.request(
+                method, url, data=body or None, headers=kept, allow_redirects=False,
+                proxy=self.config.web.proxy_url,
+            ) as answer:  # fmt: skip
+                content = await answer.read()
+                raw = [(bytes(n), bytes(v)) for n, v in answer.raw_headers]
+                return Answer(answer.status, raw, content)
+        except aiohttp.ClientConnectorError as err:
+            raise ConnectError(f"{type(err).__name__}: {err}") from err
+        except aiohttp.ClientError as err:
+            raise DisconnectedError(type(err).__name__) from err
+
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session for a backend behind `proxy_url`, made in the running loop."""
         if self._session is None or self._session.closed:
             web = self.config.web
             auth = None
@@ -91,8 +133,11 @@ class Backend:
         return self._session
 
     async def close(self) -> None:
-        """Close both clients."""
+        """Close every client."""
         await self.client.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
 
@@ -152,7 +197,10 @@ class Pool:
         `oldest_s` is the Unix time of the oldest sample a query reads; the resource-based
         strategy prefers backends whose retention reaches back that far.
         """
-        skipped = set(exclude)
+        skipped = exclude if isinstance(exclude, (list, set, frozenset)) else set(exclude)
+        if len(self.backends) == 1:  # the usual deployment: nothing to choose between
+            only = self.backends[0]
+            return only if only.alive and only not in skipped else None
         live = [b for b in self.backends if b.alive and b not in skipped]
         if not live:
             return None

@@ -2,33 +2,40 @@
 
 The client's own credentials never leave the LB: the backend's configured ones replace
 them. Responses are returned whole (TSDB answers are bounded by the server's sample limit),
-optionally with configured labels removed.
+optionally with configured labels removed, as ASGI header pairs the app sends as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote
 
-import aiohttp
 import orjson
-from starlette.responses import Response
-from yarl import URL
 
 from ceems.lb.backends import Backend, Pool
+from ceems.lb.http1 import ConnectError, DisconnectedError
 
 # Never forwarded: per-connection headers, the client's credentials, and what httpx sets.
-_DROPPED_REQUEST = frozenset({
-    "host", "connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
-    "trailer", "transfer-encoding", "upgrade", "authorization", "cookie", "content-length",
-    "accept-encoding", "x-ceems-cluster-id",
+# `expect`: the LB has read the whole body already; a backend's 100 Continue would only
+# get in the way of its answer.
+DROPPED_REQUEST = frozenset({
+    b"host", b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"authorization", b"cookie",
+    b"content-length", b"accept-encoding", b"x-ceems-cluster-id", b"expect",
 })  # fmt: skip
 _DROPPED_RESPONSE = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-    "set-cookie", "date", "server",
+    b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding",
+    b"set-cookie", b"date", b"server",
 })  # fmt: skip
+# Identity: answers are passed on (or filtered) as they come, never re-encoded.
+IDENTITY = (b"accept-encoding", b"identity")
 # Answers worth trying elsewhere: the backend is restarting or overloaded.
 RETRY_STATUS = frozenset({502, 503})
+# Bytes a request line cannot carry as they are (controls, space, `#`, non-ASCII).
+_UNSAFE_QUERY = re.compile(rb"[^\x21-\x7e]|#")
 
 
 class BackendUnavailableError(Exception):
@@ -39,16 +46,36 @@ class BackendUnavailableError(Exception):
         self.status = status
 
 
-def request_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The client's headers that travel on to the backend."""
-    kept: dict[str, str] = {}
-    for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name not in _DROPPED_REQUEST:
-            kept[name] = raw_value.decode("latin-1")
-    # Identity: answers are passed on (or filtered) as they come, never re-encoded.
-    kept["accept-encoding"] = "identity"
+class Forwarded(NamedTuple):
+    """A backend's answer as the client gets it: headers ready for ASGI, body whole."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def request_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The client's headers that travel on to the backend (names lowercased, values as sent)."""
+    kept = [(n, v) for n, v in ((n.lower(), v) for n, v in headers) if n not in DROPPED_REQUEST]
+    kept.append(IDENTITY)
     return kept
+
+
+@lru_cache(maxsize=1024)
+def _encoded_path(path: str) -> bytes:
+    # The path arrives percent-decoded (as ASGI gives it): encode it again, or a space,
+    # control character or non-ASCII byte would break the backend's request line.
+    return quote(path, safe="/%:@!$&'()*+,;=~").encode("ascii")
+
+
+def target_of(path: str, query_string: bytes) -> bytes:
+    """The request target for the backend: the encoded path, and the query if any."""
+    target = _encoded_path(path)
+    if not query_string:
+        return target
+    # An admin's query string is forwarded as received; escape what a request line cannot hold.
+    query = _UNSAFE_QUERY.sub(lambda m: b"%%%02X" % m.group()[0], query_string)
+    return target + b"?" + query
 
 
 def _drop_labels(labels: object, hidden: frozenset[str]) -> None:
@@ -79,15 +106,17 @@ def filter_labels(body: bytes, hidden: frozenset[str]) -> bytes:
 
 
 def _response(
-    backend: Backend, status: int, headers: Mapping[str, str], body: bytes, path: str
-) -> Response:
-    kept = {k: v for k, v in headers.items() if k.lower() not in _DROPPED_RESPONSE}
-    hidden = frozenset(backend.config.filter_labels)
+    backend: Backend, status: int, headers: list[tuple[bytes, bytes]], body: bytes, path: str
+) -> Forwarded:
+    hidden = backend.hidden_labels
     # /api/v1/label/<name>/values lists values, not label names: a value is never dropped
     values = path.endswith("/values")
     if hidden and backend.kind == "tsdb" and path.startswith("/api/v1/") and not values:
         body = filter_labels(body, hidden)
-    return Response(content=body, status_code=status, headers=kept)
+    kept = [(n, v) for n, v in headers if n.lower() not in _DROPPED_RESPONSE]
+    if status >= 200 and status not in (204, 304):  # those never carry one (as Starlette)
+        kept.append((b"content-length", b"%d" % len(body)))
+    return Forwarded(status, kept, body)
 
 
 async def forward(
@@ -95,43 +124,36 @@ async def forward(
     method: str,
     path: str,
     query_string: bytes,
-    headers: Mapping[str, str],
+    headers: list[tuple[bytes, bytes]],
     body: bytes,
     oldest_s: float | None = None,
-) -> Response:
-    """The first usable answer of up to two live backends; BackendUnavailableError if none."""
+) -> Forwarded:
+    """The first usable answer of up to two live backends; BackendUnavailableError if none.
+
+    `headers` are the client's, as `request_headers` keeps them.
+    """
     tried: list[Backend] = []
     failure = BackendUnavailableError(503, f"no live backend for cluster {pool.cluster_id!r}")
-    # The path arrives percent-decoded (Starlette re-escapes only ?, # and \): encode it again,
-    # or a space, control character or non-ASCII byte would break the backend's request line.
-    target = quote(path, safe="/%:@!$&'()*+,;=~")
-    target += ("?" + query_string.decode("latin-1")) if query_string else ""
+    target = target_of(path, query_string)
     for _ in range(2):
         backend = pool.pick(exclude=tried, oldest_s=oldest_s)
         if backend is None:
             break
         tried.append(backend)
         backend.in_flight += 1
-        # encoded=True: the query string goes out exactly as authorised, never re-quoted
-        url = URL(backend.config.web.url.rstrip("/") + target, encoded=True)
-        proxy = backend.config.web.proxy_url or None
         try:
-            async with backend.session().request(
-                method, url, data=body or None, headers=headers, allow_redirects=False, proxy=proxy
-            ) as answer:
-                status, answer_headers = answer.status, dict(answer.headers)
-                content = await answer.read()
+            status, answer_headers, content = await backend.exchange(method, target, headers, body)
         except TimeoutError:
             # Slow, not necessarily dead: try the other replica, leave this one in the pool.
             failure = BackendUnavailableError(504, f"{backend.name}: no answer in time")
             continue
-        except aiohttp.ClientConnectorError as err:
-            backend.mark_dead(f"{type(err).__name__}: {err}")
+        except ConnectError as err:
+            backend.mark_dead(str(err))
             failure = BackendUnavailableError(502, f"{backend.name}: cannot connect")
             continue
-        except aiohttp.ClientError as err:
+        except DisconnectedError as err:
             # A dropped connection or a broken answer: worth another replica, not a verdict.
-            failure = BackendUnavailableError(502, f"{backend.name}: {type(err).__name__}")
+            failure = BackendUnavailableError(502, f"{backend.name}: {err}")
             continue
         finally:
             backend.in_flight -= 1

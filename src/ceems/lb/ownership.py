@@ -116,13 +116,21 @@ class ApiOwnership:
 
 
 class CachedOwnership:
-    """Remembers admin answers and granted units for `ttl_s` seconds."""
+    """Remembers admin answers and granted units for `ttl_s` seconds.
+
+    Grants are kept per unit, and per request's whole set of units: a dashboard panel asks
+    for the same set with every refresh, and one lookup replaces one per unit. A set's
+    grant expires with the earliest of its units' grants, so it never outlives what the
+    source last confirmed by more than `ttl_s`, and it is keyed by user and cluster.
+    """
 
     def __init__(self, inner: Ownership, ttl_s: float) -> None:
         self.inner = inner
         self.ttl_s = ttl_s
         self._admins: dict[str, tuple[bool, float]] = {}
         self._granted: dict[tuple[str, str, str], float] = {}
+        self._granted_sets: dict[tuple[str, str, frozenset[str]], float] = {}
+        self._set_units = 0
 
     def _fresh(self, expiry: float) -> bool:
         return expiry > time.monotonic()
@@ -140,20 +148,32 @@ class CachedOwnership:
     async def owns(self, user: str, cluster_id: str, uuids: frozenset[str]) -> bool:
         if not uuids:
             return False  # as the sources: nothing named, nothing granted
-        unknown = frozenset(
-            u for u in uuids if not self._fresh(self._granted.get((user, cluster_id, u), 0.0))
-        )
-        if not unknown:
+        whole = (user, cluster_id, uuids)
+        if self._fresh(self._granted_sets.get(whole, 0.0)):
             return True
-        # Refusals are not cached: a unit may reach the store a moment after it starts.
-        if not await self.inner.owns(user, cluster_id, unknown):
-            return False
-        self._remember(user, cluster_id, unknown)
+        now = time.monotonic()
+        expiries = [self._granted.get((user, cluster_id, u), 0.0) for u in uuids]
+        unknown = frozenset(u for u, e in zip(uuids, expiries, strict=True) if e <= now)
+        if unknown:
+            # Refusals are not cached: a unit may reach the store a moment after it starts.
+            if not await self.inner.owns(user, cluster_id, unknown):
+                return False
+            self._remember(user, cluster_id, unknown)
+            expiries = [self._granted.get((user, cluster_id, u), 0.0) for u in uuids]
+        if whole not in self._granted_sets:
+            # bounded by units held, like the per-unit grants: sets may be large
+            self._set_units += len(uuids)
+            if self._set_units > CACHE_LIMIT:
+                self._granted_sets.clear()
+                self._set_units = len(uuids)
+        self._granted_sets[whole] = min(expiries)
         return True
 
     def _remember(self, user: str, cluster_id: str, uuids: Iterable[str]) -> None:
         if len(self._granted) > CACHE_LIMIT:
             self._granted.clear()
+            self._granted_sets.clear()
+            self._set_units = 0
         expiry = time.monotonic() + self.ttl_s
         for uuid in uuids:
             self._granted[(user, cluster_id, uuid)] = expiry

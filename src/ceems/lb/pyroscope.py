@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ceems.lb.authz import SERVICE_LABEL, Decision, QueryInvalidError, QueryRefusedError, authorise
+from ceems.lb.authz import DECISIONS, SERVICE_LABEL, Decision, QueryInvalidError, QueryRefusedError
 from ceems.lb.protowire import WireError, string_fields
 
 PREFIX = "/querier.v1.QuerierService/"
@@ -94,7 +94,7 @@ def inspect(path: str, content_type: str, body: bytes) -> Decision:
     uuids: set[str] = set()
     clusters: set[str] = set()
     for selector in found:
-        decision = authorise(selector, (), label=SERVICE_LABEL)
+        decision = DECISIONS.authorise(selector, frozenset(), label=SERVICE_LABEL)
         uuids |= decision.uuids
         clusters |= decision.clusters
     return Decision(frozenset(uuids), frozenset(clusters))

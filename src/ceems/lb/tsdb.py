@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection
 from datetime import datetime
 
-from ceems.lb.authz import CLUSTER_LABEL, Decision, QueryRefusedError, authorise, query_clusters
+from ceems.lb.authz import CLUSTER_LABEL, DECISIONS, Decision, QueryRefusedError, query_clusters
 from ceems.lb.params import Params
 
 QUERY_PATHS = frozenset({"/api/v1/query", "/api/v1/query_range"})
@@ -34,10 +34,14 @@ def inspect(path: str, params: Params, allowed_unpinned: Collection[str]) -> Dec
     elif not expressions:
         # Without match[] these endpoints read the labels of every unit of every user.
         raise QueryRefusedError("at least one match[] selector pinned to your units is needed")
+    allowed = frozenset(allowed_unpinned)  # no copy when it is one already
+    if len(expressions) == 1:
+        # The cached decision itself: its uuid set keeps its hash for the ownership cache.
+        return DECISIONS.authorise(expressions[0], allowed)
     uuids: set[str] = set()
     clusters: set[str] = set()
     for expression in expressions:
-        decision = authorise(expression, allowed_unpinned)
+        decision = DECISIONS.authorise(expression, allowed)
         uuids |= decision.uuids
         clusters |= decision.clusters
     return Decision(frozenset(uuids), frozenset(clusters))

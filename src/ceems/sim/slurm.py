@@ -130,22 +130,33 @@ def _parse_cli_time(text: str, zone: ZoneInfo) -> int:
 
 
 def sacct(argv: Sequence[str], log: Path, now_ms: int) -> str:
-    """Jobs that were active in [--starttime, --endtime), like `sacct --allusers -X`."""
+    """Jobs that were active in [--starttime, --endtime), like `sacct --allusers -X`; with
+    `--jobs=ID,...` (and no times, as CEEMS asks) those jobs whatever their state."""
     parser = argparse.ArgumentParser(prog="sacct", add_help=False)
-    parser.add_argument("--starttime", "-S", required=True)
-    parser.add_argument("--endtime", "-E", required=True)
+    parser.add_argument("--starttime", "-S")
+    parser.add_argument("--endtime", "-E")
+    parser.add_argument("--jobs", "-j", default="")
     parser.add_argument("--state", "-s", default="")
     parser.add_argument("--format", "-o", default="")
     options, _ = parser.parse_known_args(argv)
     zone = ZoneInfo(os.environ.get("TZ") or "UTC")
-    start, end = _parse_cli_time(options.starttime, zone), _parse_cli_time(options.endtime, zone)
     time_format = os.environ.get("SLURM_TIME_FORMAT", "%Y-%m-%dT%H:%M:%S")
-    lines = []
-    for job in sorted(read_jobs(log).values(), key=lambda j: j.job_id):
-        if not job.start_ms or job.start_ms >= end or (job.end_ms and job.end_ms <= start):
-            continue  # sacct --state selects jobs that were in a state during the window
-        lines.append(format_job(job, now_ms, time_format, zone))
-    return "".join(line + "\n" for line in lines)
+    jobs = sorted(read_jobs(log).values(), key=lambda j: j.job_id)
+    if options.jobs:
+        wanted = {int(i) for i in options.jobs.split(",")}
+        selected = [job for job in jobs if job.job_id in wanted]
+    elif options.starttime is None or options.endtime is None:
+        raise SystemExit("sacct (simulated): give --starttime and --endtime, or --jobs")
+    else:
+        start = _parse_cli_time(options.starttime, zone)
+        end = _parse_cli_time(options.endtime, zone)
+        # sacct --state selects jobs that were in a state during the window
+        selected = [
+            job
+            for job in jobs
+            if job.start_ms and job.start_ms < end and not (job.end_ms and job.end_ms <= start)
+        ]
+    return "".join(format_job(job, now_ms, time_format, zone) + "\n" for job in selected)
 
 
 def sacctmgr(log: Path, associations: Path | None) -> str:

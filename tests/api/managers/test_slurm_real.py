@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,6 +157,27 @@ def test_window_after_the_jobs_holds_none(jobs: Jobs) -> None:
     later = jobs.end + timedelta(seconds=5)
     for manager in (sacct_manager(), restd_manager(jobs.service)):
         assert jobs.fetch(manager, later, later + timedelta(seconds=10)) == {}
+
+
+def test_records_by_id_in_both_sources(jobs: Jobs, by_sacct: dict[str, Unit]) -> None:
+    """`sacct --jobs` and slurmrestd's `/jobs?step=` give each job's final record, no usage."""
+    ours = [jobs.alice, jobs.carol, jobs.bob]
+    unknown = str(int(max(ours, key=int)) + 100_000)
+    by_source = {
+        name: {u.uuid: u for u in manager.fetch_units_by_id([*ours, unknown])}
+        for name, manager in (
+            ("sacct", sacct_manager()),
+            ("slurmrestd", restd_manager(jobs.service)),
+        )
+    }
+    assert by_source["slurmrestd"] == by_source["sacct"]
+    records = by_source["sacct"]
+    assert sorted(records) == sorted(ours)
+    for job_id, record in records.items():
+        assert record.total_time_seconds == {}
+        windowed = by_sacct[job_id]
+        assert replace(record, total_time_seconds=windowed.total_time_seconds) == windowed
+    assert records[jobs.bob].state == "CANCELLED by 0" and records[jobs.bob].ended_at_ts > 0
 
 
 def test_users_projects_from_sacctmgr_and_rest_agree(jobs: Jobs) -> None:

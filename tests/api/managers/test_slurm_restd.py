@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,9 +21,11 @@ from ceems.api.managers.protocol import ManagerError
 from ceems.api.managers.slurm.jwt_token import TokenSource
 from ceems.api.managers.slurm.manager import SlurmManager
 from ceems.api.managers.slurm.restd import (
+    jobs_by_id_query,
     jobs_query,
     parse_restd_associations,
     parse_restd_jobs,
+    parse_restd_records,
     relative_time,
     restd_allocation,
     restd_exit_code,
@@ -124,6 +126,32 @@ def test_odd_jobs(caplog: pytest.LogCaptureFixture) -> None:
 def test_nothing_found_is_no_units() -> None:
     payload = load("restd/jobs-nothing-found.json")
     assert parse_restd_jobs("c1", payload, ODD_START, ODD_END) == []
+
+
+def test_records_are_the_window_units_without_usage() -> None:
+    payload = load("restd/jobs-22.05.json")
+    records = by_uuid(parse_restd_records("c1", payload, uid, uid))
+    windowed = by_uuid(parse_restd_jobs("c1", payload, REAL_START, REAL_END, uid, uid))
+    assert sorted(records) == sorted(windowed) == ["1", "2", "4", "5"]
+    for job_id, record in records.items():
+        assert record.total_time_seconds == {} and record.metrics == {}
+        times = windowed[job_id].total_time_seconds
+        assert replace(record, total_time_seconds=times) == windowed[job_id]
+
+
+def test_records_ignore_the_window_but_not_jobs_that_never_ran() -> None:
+    # 204 ended and 205 started outside ODD_START..ODD_END: records whenever they ran
+    records = by_uuid(parse_restd_records("c1", load("restd/jobs-odd.json"), uid, uid))
+    assert sorted(records) == ["200", "201", "203", "204", "205", "208"]  # 202 is pending
+
+
+def test_jobs_by_id_query_is_a_step_list_fully_encoded() -> None:
+    assert jobs_by_id_query(["4", "12"]) == "step=4%2C12"
+    assert jobs_by_id_query(["4"], "test cluster") == "step=4&cluster=test%20cluster"
+    with pytest.raises(ValueError, match="job ids must be numbers"):
+        jobs_by_id_query(["4.batch"])
+    with pytest.raises(ValueError, match="job ids must be numbers"):
+        jobs_by_id_query([])
 
 
 def test_recorded_associations_match_sacctmgr() -> None:
@@ -392,3 +420,32 @@ def test_restd_config_errors(web: dict[str, Any], extra: dict[str, Any], message
     )  # fmt: skip
     with pytest.raises(ManagerError, match=rf"^cluster 'c1': {message}"):
         SlurmManager(cluster)
+
+
+def test_fetch_units_by_id_asks_jobs_with_a_step_list(restd: FakeRestd, key_file: Path) -> None:
+    restd.answer("/slurmdb/v0.0.38/jobs", 200, load("restd/jobs-22.05.json"))
+    manager = restd_manager(restd.url, jwt_key_file=str(key_file), cluster_name="testcluster")
+    records = manager.fetch_units_by_id(["5", "4", "2", "1", "x-1"])
+    assert sorted(u.uuid for u in records) == ["1", "2", "4", "5"]
+    assert all(u.total_time_seconds == {} for u in records)
+    ((path, query, _headers),) = restd.requests
+    assert (path, query) == (
+        "/slurmdb/v0.0.38/jobs", {"step": ["1,2,4,5"], "cluster": ["testcluster"]}
+    )  # fmt: skip
+
+
+def test_fetch_units_by_id_in_batches(restd: FakeRestd, key_file: Path) -> None:
+    restd.answer("/slurmdb/v0.0.38/jobs", 200, load("restd/jobs-nothing-found.json"))
+    manager = restd_manager(restd.url, jwt_key_file=str(key_file))
+    assert manager.fetch_units_by_id([str(n) for n in range(1, 251)]) == []
+    sizes = [len(query["step"][0].split(",")) for _, query, _ in restd.requests]
+    assert sizes == [100, 100, 50]
+
+
+def test_fetch_units_by_id_failure_is_a_manager_error(restd: FakeRestd, key_file: Path) -> None:
+    restd.answer("/slurmdb/v0.0.38/jobs", 500, load("restd/jobs-bad-time.json"))
+    with pytest.raises(ManagerError, match=r"/slurmdb/v0.0.38/jobs: HTTP 500"):
+        restd_manager(restd.url, jwt_key_file=str(key_file)).fetch_units_by_id(["1"])
+    restd.answer("/slurmdb/v0.0.38/jobs", 200, {"meta": {}, "errors": []})
+    with pytest.raises(ManagerError, match=r"/jobs: no 'jobs' list in the answer"):
+        restd_manager(restd.url, jwt_key_file=str(key_file)).fetch_units_by_id(["1"])

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from ceems.api.managers.slurm.sacct import (
     SACCT_FIELDS,
     SACCT_FORMAT,
     parse_sacct,
+    parse_sacct_records,
     parse_sacctmgr,
     sacct_args,
+    sacct_jobs_args,
 )
 from ceems.api.models import Project, Unit, User
+from ceems.sim.slurm import SimJob, append_jobs, write_shims
 from tests.conftest import FIXTURES
 
 SLURM = FIXTURES / "slurm"
@@ -202,6 +206,33 @@ def test_sacct_args_follow_ceems() -> None:
 def test_sacct_args_refuse_naive_times() -> None:
     with pytest.raises(ValueError, match="naive"):
         sacct_args(datetime(2024, 3, 1), datetime(2024, 3, 2))
+
+
+def test_sacct_jobs_args_ask_for_every_record_of_the_jobs() -> None:
+    assert sacct_jobs_args(["12", "7"]) == [
+        "--duplicates", "--allocations", "--noheader", "--allusers", "--parsable2",
+        f"--format={SACCT_FORMAT}",
+        "--jobs=12,7",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ids", [[], ["12", "7.batch"], ["1,2"], ["-1"], ["١٢"]])
+def test_sacct_jobs_args_take_job_numbers_only(ids: list[str]) -> None:
+    with pytest.raises(ValueError, match="job ids must be numbers"):
+        sacct_jobs_args(ids)
+
+
+def test_records_are_the_window_units_without_usage() -> None:
+    text = read("sacct/slurm-22.05.txt")
+    records = by_uuid(parse_sacct_records("c1", text))
+    windowed = by_uuid(parse_sacct("c1", text, REAL_START, REAL_END))
+    assert sorted(records) == sorted(windowed)
+    for uuid, record in records.items():
+        assert record.total_time_seconds == {} and record.metrics == {}
+        assert (
+            replace(record, total_time_seconds=windowed[uuid].total_time_seconds)
+            == (windowed[uuid])
+        )
 
 
 def test_real_sacctmgr_associations() -> None:
@@ -400,3 +431,75 @@ def test_defaults_use_sacct() -> None:
     assert slurm.options.source == "sacct"
     assert slurm.options.cli_timeout == timedelta(minutes=1)
     assert not slurm.options.sudo
+
+
+# ---- records by job id -------------------------------------------------------------------
+
+
+def test_fetch_units_by_id_runs_sacct_jobs_in_batches(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = tmp_path / "record"
+    bin_dir = tmp_path / "bin"
+    tool(
+        bin_dir,
+        "sacct",
+        f'echo "$TZ $SLURM_TIME_FORMAT $*" >> {record}\ncat {SLURM / "sacct/slurm-22.05.txt"}\n',
+    )
+    caplog.set_level(logging.WARNING, logger="ceems.api.managers.slurm.manager")
+    ids = [str(n) for n in range(1, 251)]
+    units = manager(bin_dir).fetch_units_by_id([*ids, "vm-0a1b", "3"])
+    calls = record.read_text().splitlines()
+    # ids sorted as numbers, 100 a call; the one that is not a job id never reaches sacct
+    jobs = [call.rsplit(" ", 1)[1] for call in calls]
+    assert jobs == [
+        "--jobs=" + ",".join(str(n) for n in range(1, 101)),
+        "--jobs=" + ",".join(str(n) for n in range(101, 201)),
+        "--jobs=" + ",".join(str(n) for n in range(201, 251)),
+    ]
+    assert all(call.startswith("UTC %Y-%m-%dT%H:%M:%S%z --duplicates") for call in calls)
+    assert all("--starttime" not in call and "--state" not in call for call in calls)
+    assert len(units) == 3 * 4 and all(u.total_time_seconds == {} for u in units)
+    (warning,) = [r for r in caplog.records if r.name == "ceems.api.managers.slurm.manager"]
+    assert warning.uuids == ["vm-0a1b"]  # type: ignore[attr-defined]
+
+
+def test_fetch_units_by_id_of_no_job_ids_runs_nothing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    tool(bin_dir, "sacct", "exit 1\n")
+    assert manager(bin_dir).fetch_units_by_id([]) == []
+    assert manager(bin_dir).fetch_units_by_id(["a", "1.batch"]) == []
+
+
+def test_fetch_units_by_id_failure_is_a_manager_error(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    tool(bin_dir, "sacct", 'echo "sacct: error: Problem talking to the database" >&2; exit 1\n')
+    with pytest.raises(ManagerError, match=r"--jobs=4,5 exited with status 1"):
+        manager(bin_dir).fetch_units_by_id(["5", "4"])
+
+
+def test_simulated_sacct_answers_by_job_id(tmp_path: Path) -> None:
+    """The demo's sacct shim takes --jobs too: whatever the job's state and time."""
+    log = tmp_path / "jobs.jsonl"
+    start = utc(2026, 11, 20, 12)
+    end = start + timedelta(hours=1)
+    append_jobs(
+        log,
+        [
+            SimJob(7, "alice", "research", ms(start), ms(start), ms(end), "COMPLETED",
+                   exit_code="2:0"),
+            SimJob(8, "bob", "research", ms(start), ms(start)),
+            SimJob(9, "carol", "physics", ms(start), 0, 0, "PENDING"),
+        ],
+    )  # fmt: skip
+    write_shims(tmp_path / "bin", log)
+    records = by_uuid(manager(tmp_path / "bin").fetch_units_by_id(["7", "8", "9", "10"]))
+    assert sorted(records) == ["7", "8"]  # 9 never ran, 10 is unknown
+    seven = records["7"]
+    assert (seven.state, seven.ended_at_ts, seven.tags["exit_code"]) == (
+        "COMPLETED",
+        ms(end),
+        "2:0",
+    )
+    assert (records["8"].state, records["8"].ended_at_ts) == ("RUNNING", 0)
+    assert seven.total_time_seconds == {}

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from ceems.api.auth import Auth
 from ceems.api.envelope import MISSING_DATA, NO_OWNERSHIP, ApiError, ErrorType, success
-from ceems.api.render import UNIT_FIELDS, render_unit, unit_columns
+from ceems.api.render import UNIT_FIELDS, unit_columns, unit_renderer
 from ceems.api.routes.context import (
     ClusterIds,
     Fields,
@@ -65,8 +65,7 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
         )
         with ctx.engine.connect() as conn:
             rows = fetch_units(conn, flt, unit_columns(fields))
-        now_ms = ctx.now_ms()
-        return success(render_unit(row, fields, zone, now_ms) for row in rows)
+        return success(map(unit_renderer(fields, zone, ctx.now_ms()), rows))
 
     @router.get(
         "/units",

@@ -79,9 +79,9 @@ class UsageDelta:
 
     def add(self, unit: Unit) -> None:
         """Add one unit's window figures."""
-        times = unit.total_time_seconds
+        times, own = unit.total_time_seconds, self.times
         for key, value in times.items():
-            self.times[key] = self.times.get(key, 0.0) + value
+            own[key] = own.get(key, 0.0) + value
         for metric, values in unit.metrics.items():
             weight_key = AVERAGE_METRICS.get(metric)
             if weight_key is None:

@@ -39,6 +39,11 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 WRITER_CACHE_KB = 256 * 1024
+# Pages the WAL may reach before a commit checkpoints it itself (SQLite's default: 1,000, 4 MB).
+# A commit of 10,000 units writes a few thousand pages, so with the default nearly every large
+# commit also copied the WAL into the database before returning. The writer's Checkpointer
+# (store/checkpoint.py) makes that copy after the commit instead; this remains the backstop.
+WAL_AUTOCHECKPOINT_PAGES = 32_768
 READER_CACHE_KB = 64 * 1024
 MMAP_BYTES = 1 << 30
 
@@ -146,6 +151,7 @@ def _sqlite_writer_setup(dbapi_connection: sqlite3.Connection, _record: object) 
         cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
         cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     finally:
         cursor.close()
 

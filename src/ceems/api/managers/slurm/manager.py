@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -25,9 +26,12 @@ from ceems.api.managers.slurm.sacct import (
     SACCT_TIME_FORMAT,
     SACCTMGR_ARGS,
     parse_sacct,
+    parse_sacct_records,
     parse_sacctmgr,
     sacct_args,
+    sacct_jobs_args,
 )
+from ceems.api.managers.slurm.units import job_ids
 from ceems.api.models import Project, Unit, User
 from ceems.common.config import format_validation_error
 
@@ -39,6 +43,15 @@ class _Source(Protocol):
 
     def fetch_users_projects(self, now: datetime) -> tuple[list[User], list[Project]]: ...
 
+    def fetch_units_by_id(self, job_ids: Sequence[str]) -> list[Unit]: ...
+
+
+# Job ids per `sacct --jobs=` call: a short command line (about 1 KB) and slurmdbd query.
+SACCT_JOBS_PER_CALL = 100
+# Our time format and zone win over cli.environment_variables: the parser needs the offset,
+# and --starttime/--endtime are given in UTC.
+_SACCT_ENV = {"SLURM_TIME_FORMAT": SACCT_TIME_FORMAT, "TZ": "UTC"}
+
 
 class SacctSource:
     """Jobs from sacct, associations from sacctmgr."""
@@ -49,12 +62,18 @@ class SacctSource:
 
     def fetch_units(self, start: datetime, end: datetime) -> list[Unit]:
         """Jobs that ran during [start, end), with their usage inside it."""
-        # Our time format and zone win over cli.environment_variables: the parser needs the
-        # offset, and --starttime/--endtime are given in UTC.
-        env = {"SLURM_TIME_FORMAT": SACCT_TIME_FORMAT, "TZ": "UTC"}
-        output = self.cli.run("sacct", sacct_args(start, end), env)
+        output = self.cli.run("sacct", sacct_args(start, end), _SACCT_ENV)
         units = parse_sacct(self.cluster_id, output, start, end)
         log.debug("sacct units", extra={"cluster": self.cluster_id, "units": len(units)})
+        return units
+
+    def fetch_units_by_id(self, job_ids: Sequence[str]) -> list[Unit]:
+        """Every record of these jobs (numbers), without usage; SACCT_JOBS_PER_CALL a call."""
+        units: list[Unit] = []
+        for first in range(0, len(job_ids), SACCT_JOBS_PER_CALL):
+            chunk = job_ids[first : first + SACCT_JOBS_PER_CALL]
+            output = self.cli.run("sacct", sacct_jobs_args(chunk), _SACCT_ENV)
+            units.extend(parse_sacct_records(self.cluster_id, output))
         return units
 
     def fetch_users_projects(self, now: datetime) -> tuple[list[User], list[Project]]:
@@ -122,3 +141,17 @@ class SlurmManager:
     def fetch_users_projects(self, now: datetime) -> tuple[list[User], list[Project]]:
         """Every user and project (SLURM account) with their associations."""
         return self.source.fetch_users_projects(now)
+
+    def fetch_units_by_id(self, uuids: Sequence[str]) -> list[Unit]:
+        """The current records of these jobs, every run of each, without usage.
+
+        A uuid that is not a job id number is left out with a warning: sacct would refuse
+        the whole list for it.
+        """
+        numbers, others = job_ids(uuids)
+        if others:
+            log.warning(
+                "not SLURM job ids; not looked up",
+                extra={"cluster": self.cluster.id, "uuids": others[:20], "count": len(others)},
+            )
+        return self.source.fetch_units_by_id(numbers) if numbers else []

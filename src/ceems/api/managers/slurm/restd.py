@@ -41,6 +41,8 @@ NOTHING_FOUND = 9003  # error_number of an empty result, which is not a failure
 # times (`now-900seconds`) need no zone. The margin covers clock skew and request latency;
 # the exact window is applied here, on the epoch times of the answer.
 WINDOW_MARGIN_S = 300
+# Job ids per /jobs?step= request: about 1 KB of URL, well within any HTTP server's limit.
+JOBS_BY_ID_PER_GET = 100
 
 NameLookup = Callable[[str], int | None]
 
@@ -76,6 +78,20 @@ def jobs_query(start: datetime, end: datetime, now: datetime, cluster_name: str 
         ("start_time", relative_time((start - now).total_seconds() - WINDOW_MARGIN_S)),
         ("end_time", relative_time((end - now).total_seconds() + WINDOW_MARGIN_S)),
     ]
+    if cluster_name:
+        params.append(("cluster", cluster_name))
+    return urlencode(params, quote_via=quote, safe="")
+
+
+def jobs_by_id_query(job_ids: Sequence[str], cluster_name: str = "") -> str:
+    """The query string of /jobs for every record of these jobs, fully encoded.
+
+    `step` is sacct's --jobs (a job_cond step list): with it and no time or state given,
+    slurmdbd searches all of its history, and /jobs keeps duplicates (requeued runs).
+    """
+    if not job_ids or not all(i.isascii() and i.isdigit() for i in job_ids):
+        raise ValueError(f"job ids must be numbers, got {list(job_ids)!r}")
+    params = [("step", ",".join(job_ids))]
     if cluster_name:
         params.append(("cluster", cluster_name))
     return urlencode(params, quote_via=quote, safe="")
@@ -167,6 +183,35 @@ def parse_restd_jobs(
     with a warning naming its position and id.
     """
     start_ms, end_ms = to_ms(start), to_ms(end)
+
+    def build(job: SlurmJob) -> Unit | None:
+        if job.started_ms > end_ms or 0 < job.ended_ms < start_ms:
+            return None
+        return job.to_unit(cluster_id, start_ms, end_ms)
+
+    return _parse_jobs(cluster_id, payload, build, uid_lookup, gid_lookup)
+
+
+def parse_restd_records(
+    cluster_id: str,
+    payload: Mapping[str, Any],
+    uid_lookup: NameLookup = uid_of,
+    gid_lookup: NameLookup = gid_of,
+) -> list[Unit]:
+    """Units without usage of a /jobs answer to `jobs_by_id_query`, read as parse_restd_jobs
+    does but whenever the jobs ran."""
+    return _parse_jobs(
+        cluster_id, payload, lambda job: job.record(cluster_id), uid_lookup, gid_lookup
+    )
+
+
+def _parse_jobs(
+    cluster_id: str,
+    payload: Mapping[str, Any],
+    build: Callable[[SlurmJob], Unit | None],
+    uid_lookup: NameLookup,
+    gid_lookup: NameLookup,
+) -> list[Unit]:
     jobs = payload.get("jobs")
     if not isinstance(jobs, list):
         raise ValueError("no 'jobs' list in the answer")
@@ -176,9 +221,9 @@ def parse_restd_jobs(
             job = restd_job(raw, uid_lookup, gid_lookup)
             if job.started_ms == 0 or job.nodelist in ("", NEVER_RAN_NODELIST):
                 continue
-            if job.started_ms > end_ms or 0 < job.ended_ms < start_ms:
-                continue
-            units.append(job.to_unit(cluster_id, start_ms, end_ms))
+            unit = build(job)
+            if unit is not None:
+                units.append(unit)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             job_id = raw.get("job_id") if isinstance(raw, dict) else None
             log.warning(
@@ -278,6 +323,18 @@ class RestdSource:
             return parse_restd_jobs(self.cluster_id, payload, start, end)
         except ValueError as err:
             raise ManagerError(f"cluster {self.cluster_id!r}: GET {JOBS_PATH}: {err}") from err
+
+    def fetch_units_by_id(self, job_ids: Sequence[str]) -> list[Unit]:
+        """Every record of these jobs (numbers), without usage; JOBS_BY_ID_PER_GET a request."""
+        units: list[Unit] = []
+        for first in range(0, len(job_ids), JOBS_BY_ID_PER_GET):
+            chunk = job_ids[first : first + JOBS_BY_ID_PER_GET]
+            payload = self.get(JOBS_PATH, jobs_by_id_query(chunk, self.cluster_name))
+            try:
+                units.extend(parse_restd_records(self.cluster_id, payload))
+            except ValueError as err:
+                raise ManagerError(f"cluster {self.cluster_id!r}: GET {JOBS_PATH}: {err}") from err
+        return units
 
     def fetch_users_projects(self, now: datetime) -> tuple[list[User], list[Project]]:
         """Users and projects from the associations."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from ceems.api.managers.slurm.associations import users_projects
@@ -53,6 +54,23 @@ def sacct_args(start: datetime, end: datetime) -> list[str]:
     ]  # fmt: skip
 
 
+def sacct_jobs_args(job_ids: Sequence[str]) -> list[str]:
+    """sacct's arguments for every record of these jobs, whatever their state and time.
+
+    With --jobs and neither --state nor --starttime, sacct searches from the Epoch to now
+    (sacct(1), DEFAULT TIME WINDOW); --state would narrow it to jobs in that state, so it is
+    left out. --duplicates keeps every run of a requeued job: the caller picks the run by
+    its submit time.
+    """
+    if not job_ids or not all(i.isascii() and i.isdigit() for i in job_ids):
+        raise ValueError(f"job ids must be numbers, got {list(job_ids)!r}")
+    return [
+        "--duplicates", "--allocations", "--noheader", "--allusers", "--parsable2",
+        f"--format={SACCT_FORMAT}",
+        f"--jobs={','.join(job_ids)}",
+    ]  # fmt: skip
+
+
 def _int(text: str, what: str) -> int:
     if not text.isdigit():
         raise ValueError(f"bad {what} {text!r}: expected a number")
@@ -95,6 +113,15 @@ def parse_sacct(cluster_id: str, text: str, start: datetime, end: datetime) -> l
     into the job name rather than losing the job.
     """
     start_ms, end_ms = to_ms(start), to_ms(end)
+    return _parse_lines(cluster_id, text, lambda job: job.to_unit(cluster_id, start_ms, end_ms))
+
+
+def parse_sacct_records(cluster_id: str, text: str) -> list[Unit]:
+    """Units without usage from the output of `sacct_jobs_args`, read as parse_sacct does."""
+    return _parse_lines(cluster_id, text, lambda job: job.record(cluster_id))
+
+
+def _parse_lines(cluster_id: str, text: str, build: Callable[[SlurmJob], Unit]) -> list[Unit]:
     units: list[Unit] = []
     width = len(SACCT_FIELDS)
     for number, line in enumerate(text.splitlines(), start=1):
@@ -120,7 +147,7 @@ def parse_sacct(cluster_id: str, text: str, start: datetime, end: datetime) -> l
         if "." in fields[_INDEX["jobidraw"]] or fields[_INDEX["nodelist"]] == NEVER_RAN_NODELIST:
             continue
         try:
-            units.append(parse_sacct_fields(fields).to_unit(cluster_id, start_ms, end_ms))
+            units.append(build(parse_sacct_fields(fields)))
         except ValueError as err:
             log.warning(
                 "skipping malformed sacct line",

@@ -59,6 +59,16 @@ def parse_elapsed_seconds(text: str) -> int:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+def job_ids(uuids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The uuids that are SLURM job ids (decimal numbers), sorted and unique, and the others.
+
+    Only numbers go to sacct or slurmrestd: one bad id makes sacct refuse the whole list.
+    """
+    unique = set(uuids)
+    numbers = sorted((u for u in unique if u.isascii() and u.isdigit()), key=int)
+    return numbers, sorted(unique.difference(numbers))
+
+
 def base_state(state: str) -> str:
     """The state without sacct's qualifier: `CANCELLED by 1002` -> `CANCELLED`."""
     return state.split(" ", 1)[0]
@@ -165,6 +175,16 @@ class SlurmJob:
 
     def to_unit(self, cluster_id: str, window_start_ms: int, window_end_ms: int) -> Unit:
         """The CEEMS unit, with usage times for the window."""
+        times = window_times(
+            self.started_ms, self.ended_ms, window_start_ms, window_end_ms, self.alloc
+        )
+        return self._unit(cluster_id, times)
+
+    def record(self, cluster_id: str) -> Unit:
+        """The CEEMS unit without usage: the job's current record (fetch_units_by_id)."""
+        return self._unit(cluster_id, {})
+
+    def _unit(self, cluster_id: str, times: dict[str, float]) -> Unit:
         tags: dict[str, str | int] = {"exit_code": self.exit_code}
         if self.gid is not None:
             tags["gid"] = self.gid
@@ -175,9 +195,6 @@ class SlurmJob:
         if self.uid is not None:
             tags["uid"] = self.uid
         tags["workdir"] = self.workdir
-        times = window_times(
-            self.started_ms, self.ended_ms, window_start_ms, window_end_ms, self.alloc
-        )
         return Unit(
             cluster_id=cluster_id,
             resource_manager=RESOURCE_MANAGER,
