@@ -32,7 +32,6 @@ from ceems.api.store.migrate import migrate
 from ceems.api.store.writes import StoreWriter
 from ceems.api.writer import WriterLoop, to_ms
 from ceems.sim.slurm import SimJob, append_jobs, write_shims
-from tests.api.store.conftest import reset_postgresql
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -93,15 +92,6 @@ class WindowsOnly:
 
     def fetch_users_projects(self, now: datetime) -> tuple[list[User], list[Project]]:
         return [], []
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def data(request: pytest.FixtureRequest, tmp_path: Path) -> DataConfig:
-    if request.param == "sqlite":
-        return DataConfig(path=str(tmp_path / "data"))
-    url = request.getfixturevalue("postgres_url")
-    reset_postgresql(url)
-    return DataConfig(url=url)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from types import FrameType
 from urllib.parse import quote
 
 from ceems.cli.demo_real import run_real_demo
-from ceems.cli.demo_stack import ADMIN, DemoStack, StackOptions
+from ceems.cli.demo_stack import ADMIN, STOP_HINT, DemoStack, StackOptions, print_up_to_api
 from ceems.sim.cluster import USERS, ClusterSpec
 from ceems.sim.prometheus import PrometheusNotFoundError
 
@@ -122,12 +122,7 @@ def print_banner(stack: DemoStack) -> None:
     for node in cluster.nodes:
         print(f"  exporter {node.hostname} ({node.role}): {stack.exporters[node.hostname].url}")
     print(f"  job log: {cluster.job_log}  ground truth: {cluster.truth_file}")
-    if stack.prometheus is None:
-        print("Ctrl-C stops everything.", flush=True)
-        return
-    print(f"  prometheus: {stack.prometheus_url}")
-    if stack.api_server is None:
-        print("Ctrl-C stops everything.", flush=True)
+    if not print_up_to_api(stack):
         return
     user = USERS[0][0]
     cid = cluster.spec.cluster_id
@@ -146,7 +141,7 @@ def print_banner(stack: DemoStack) -> None:
     print(f"    curl -s {headers} '{stack.lb_url}/api/v1/query?query={quote(own)}'")
     print("  everyone's jobs (refused with 403):")
     print(f"    curl -s {headers} '{stack.lb_url}/api/v1/query?query={quote(other)}'")
-    print("Ctrl-C stops everything.", flush=True)
+    print(STOP_HINT, flush=True)
 
 
 def first_job(stack: DemoStack, user: str) -> str:

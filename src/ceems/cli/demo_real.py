@@ -40,6 +40,7 @@ from ceems.cli.demo_stack import (
     Services,
     StackOptions,
     free_port,
+    print_up_to_api,
 )
 from ceems.sim.node import NodeSpec, SimulatedNode
 from ceems.sim.prometheus import PrometheusNotFoundError
@@ -471,12 +472,7 @@ def print_real_banner(stack: RealSlurmStack, jobs: ExampleJobs, started_slurm: b
     )
     shown = ", ".join(f"{u} job {j} ({ACCOUNTS[u]})" for u, j in jobs.jobs.items())
     print(f"  example jobs, resubmitted as they end: {shown}  (squeue; sacct -a)")
-    if stack.prometheus is None:
-        print("Ctrl-C stops everything.", flush=True)
-        return
-    print(f"  prometheus: {stack.prometheus_url}")
-    if stack.api_server is None:
-        print("Ctrl-C stops everything.", flush=True)
+    if not print_up_to_api(stack):
         return
     sources = f"sacct as {SLURM_CLUSTER}"
     if stack.with_restd:

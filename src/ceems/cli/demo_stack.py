@@ -357,6 +357,21 @@ class Services:
         self.cacct_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+STOP_HINT = "Ctrl-C stops everything."
+
+
+def print_up_to_api(stack: Services) -> bool:
+    """The banner's Prometheus line; False, after the stop hint, when no API server runs."""
+    if stack.prometheus is None:
+        print(STOP_HINT, flush=True)
+        return False
+    print(f"  prometheus: {stack.prometheus_url}")
+    if stack.api_server is None:
+        print(STOP_HINT, flush=True)
+        return False
+    return True
+
+
 @dataclass
 class DemoStack(Services):
     """A simulated cluster under `data_dir` and the real components monitoring it."""

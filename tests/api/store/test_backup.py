@@ -21,7 +21,7 @@ from ceems.api.store.backup import libpq_url
 from ceems.api.store.engine import create_store_engine
 from ceems.api.store.errors import StoreError
 from ceems.api.store.writes import StoreWriter
-from tests.api.store.conftest import reset_postgresql
+from tests.api.conftest import reset_postgresql
 from tests.api.store.factory import CLUSTER, T0, rows, window
 
 NOW = datetime(2026, 3, 1, 12, 30, 15, tzinfo=UTC)
