@@ -62,6 +62,15 @@ def test_flags_override_the_config() -> None:
         apply_flags(ApiServerConfig(), build_parser().parse_args(["--query.max-period", "ever"]))
 
 
+def test_units_cache_size_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args([]).unit_texts == 20_000
+    assert build_parser().parse_args(["--web.units-cache-size", "0"]).unit_texts == 0
+    for bad in ("-1", "many"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--web.units-cache-size", bad])
+        assert "--web.units-cache-size" in capsys.readouterr().err
+
+
 def test_startup_objects_are_kept_out_of_collections() -> None:
     app = create_app(ApiServerConfig(), sa.create_engine("sqlite://"))
     try:

@@ -158,6 +158,9 @@ def test_units_through_the_api_with_access_control(server: Server, tmp_path: Pat
     assert [p["name"] for p in projects] == ["physics"]
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'ceems_api_server_update_windows_total{cluster="sim"}' in metrics
+    # The kept texts of rendered units are counted (tests/api/store/test_unit_texts.py).
+    assert "ceems_api_server_units_cache_hits_total " in metrics
+    assert server.get("units", "carol", **window).json()["data"] == carol
 
 
 def test_bad_config_refuses_to_start(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from ceems.api.app import create_app
 from ceems.api.config import ApiServerConfig
 from ceems.api.managers.protocol import ManagerError
 from ceems.api.managers.registry import build_managers
+from ceems.api.rendercache import DEFAULT_CAPACITY, UnitTexts
 from ceems.api.store.engine import create_store_engine, read_only_engine
 from ceems.api.store.errors import StoreError
 from ceems.api.store.migrate import migrate
@@ -66,11 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="Allowed CORS origin (regex), overriding ceems_api_server.web.cors_origin.",
     )  # fmt: skip
     parser.add_argument(
+        "--web.units-cache-size", dest="unit_texts", type=_non_negative, default=DEFAULT_CAPACITY,
+        metavar="N",
+        help="Rendered units of /units answers kept for the next requests (1.5 to 3 kB "
+        "each); 0 renders every answer afresh. Default: %(default)s.",
+    )  # fmt: skip
+    parser.add_argument(
         "--query.max-period", dest="max_period", default="",
         help="Longest query window (e.g. 1y), overriding ceems_api_server.web.max_query.",
     )  # fmt: skip
     add_log_flags(parser)
     return parser
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def apply_flags(config: ApiServerConfig, options: argparse.Namespace) -> ApiServerConfig:
@@ -127,9 +141,12 @@ def build_server(config: ApiServerConfig, options: argparse.Namespace, web: WebC
         updaters=updaters,
         admin_source=teams.members if teams is not None else None,
     )
-    app = create_app(config, read_only_engine(data), route_prefix=options.route_prefix)
-    prefix = options.route_prefix.rstrip("/")
     registry = loop.metrics.registry
+    unit_texts = UnitTexts(options.unit_texts, registry)
+    app = create_app(
+        config, read_only_engine(data), route_prefix=options.route_prefix, unit_texts=unit_texts
+    )
+    prefix = options.route_prefix.rstrip("/")
 
     @app.get(f"{prefix}/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
 from starlette.responses import Response
@@ -53,9 +53,9 @@ class ApiError(Exception):
         self.message = message
 
 
-def _json_response(body: str, status_code: int) -> Response:
+def _json_response(body: str | bytes, status_code: int) -> Response:
     return Response(
-        content=body.encode(),
+        content=body.encode() if isinstance(body, str) else body,
         status_code=status_code,
         media_type="application/json",
         headers={"X-Content-Type-Options": "nosniff"},
@@ -64,8 +64,23 @@ def _json_response(body: str, status_code: int) -> Response:
 
 def success(items: Iterable[str] | None) -> Response:
     """200 with `data` a list of pre-rendered JSON objects (None: `"data":null`)."""
-    data = "null" if items is None else "[" + ",".join(items) + "]"
-    return _json_response('{"status":"success","data":' + data + "}\n", 200)
+    if items is None:
+        return _json_response('{"status":"success","data":null}\n', 200)
+    # One join, not `+` on a list of hundreds of kB: each `+` is another large buffer, and
+    # those cost ten times the join on a 500-unit list (fresh pages the kernel faults in).
+    return _json_response("".join(('{"status":"success","data":[', ",".join(items), "]}\n")), 200)
+
+
+def success_encoded(items: Sequence[bytes]) -> Response:
+    """`success` of objects already encoded as UTF-8."""
+    if not items:
+        return _json_response(b'{"status":"success","data":[]}\n', 200)
+    # The envelope's head and tail go onto the first and last object, so that the body is
+    # made in one join: one buffer of the answer's size, not three.
+    parts = list(items)
+    parts[0] = b'{"status":"success","data":[' + parts[0]
+    parts[-1] += b"]}\n"
+    return _json_response(b",".join(parts), 200)
 
 
 def failure(error_type: ErrorType, message: str, status_code: int | None = None) -> Response:

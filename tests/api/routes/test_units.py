@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from tests.api.routes.conftest import Api
-from tests.api.routes.scenario import T0
+from ceems.api.app import create_app
+from ceems.api.rendercache import UnitTexts
+from tests.api.routes.conftest import Api, make_config
+from tests.api.routes.scenario import T0, Scenario
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +41,16 @@ async def test_unit_json_is_ceems_byte_for_byte(api: Api) -> None:
     response = await api.get("units", "alice", {"uuid": "1001"})
     assert response.text == '{"status":"success","data":[' + UNIT_1001 + "]}\n"
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_the_envelope_around_none_one_and_several_units(api: Api) -> None:
+    none = await api.get("units", "alice", {"uuid": "no-such-unit"})
+    assert none.text == '{"status":"success","data":[]}\n'
+    several = await api.get("units", "alice", {"uuid": ["1001", "1002"], "field": "uuid"})
+    assert several.text == '{"status":"success","data":[{"uuid":"1001"},{"uuid":"1002"}]}\n'
+    # again, now from the kept texts: the same bytes
+    again = await api.get("units", "alice", {"uuid": ["1001", "1002"], "field": "uuid"})
+    assert again.text == several.text
 
 
 async def test_running_unit_has_no_end_and_elapsed_until_now(api: Api) -> None:
@@ -117,3 +130,13 @@ async def test_units_are_sorted_by_cluster_and_uuid(api: Api) -> None:
     keys = [(u["cluster_id"], u["uuid"]) for u in response.json()["data"]]
     assert keys == sorted(keys)
     assert len(keys) == 7
+
+
+async def test_the_app_uses_the_cache_it_is_given(scenario: Scenario) -> None:
+    registry = CollectorRegistry()
+    off = UnitTexts(0, registry)  # empty, and so falsy: it must still be the one used
+    api = Api(create_app(make_config(), scenario.engine, clock=lambda: float(T0), unit_texts=off))
+    for _ in range(2):
+        assert (await api.get("units", "alice", {"uuid": "1001"})).status_code == 200
+    assert registry.get_sample_value("ceems_api_server_units_cache_misses_total") == 2
+    assert len(off) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +13,7 @@ from fastapi import Query
 
 from ceems.api.config import ApiServerConfig
 from ceems.api.envelope import INVALID_FIELDS, MAX_QUERY_WINDOW, ApiError, ErrorType
+from ceems.api.rendercache import UnitTexts
 from ceems.api.store.queries import TimeWindow
 
 # CEEMS' window when `from` and/or `to` are missing (pkg/api/http/server.go).
@@ -84,11 +85,13 @@ def parse_zone(name: str) -> tzinfo | None:
 
 @dataclass(frozen=True, slots=True)
 class ServerContext:
-    """The read-only engine, the config and a clock (seconds, injectable for tests)."""
+    """The read-only engine, the config, a clock (seconds, injectable for tests), and the
+    rendered units kept between requests."""
 
     engine: sa.Engine
     config: ApiServerConfig
     clock: Callable[[], float]
+    unit_texts: UnitTexts = field(default_factory=UnitTexts)
 
     def now_ms(self) -> int:
         """Current time, epoch milliseconds."""

@@ -10,8 +10,15 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from ceems.api.auth import Auth
-from ceems.api.envelope import MISSING_DATA, NO_OWNERSHIP, ApiError, ErrorType, success
-from ceems.api.render import UNIT_FIELDS, unit_columns, unit_renderer
+from ceems.api.envelope import (
+    MISSING_DATA,
+    NO_OWNERSHIP,
+    ApiError,
+    ErrorType,
+    success,
+    success_encoded,
+)
+from ceems.api.render import UNIT_FIELDS, unit_columns
 from ceems.api.routes.context import (
     ClusterIds,
     Fields,
@@ -27,7 +34,7 @@ from ceems.api.routes.context import (
     parse_fields,
 )
 from ceems.api.schemas import ADMIN_ERROR_RESPONSES, ERROR_RESPONSES, Envelope, UnitModel
-from ceems.api.store.queries import UnitFilter, fetch_units, is_admin, verify_ownership
+from ceems.api.store.queries import UnitFilter, fetch_unit_rows, is_admin, verify_ownership
 
 _WINDOW_DOC = (
     "A unit is in the window [`from`, `to`] when it ended in it; `running` adds the units "
@@ -64,8 +71,8 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
             running=parse_bool("running", running),
         )
         with ctx.engine.connect() as conn:
-            rows = fetch_units(conn, flt, unit_columns(fields))
-        return success(map(unit_renderer(fields, zone, ctx.now_ms()), rows))
+            found = fetch_unit_rows(conn, flt, unit_columns(fields))
+        return success_encoded(ctx.unit_texts.render(found, fields, zone, ctx.now_ms()))
 
     @router.get(
         "/units",
