@@ -17,13 +17,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import orjson
 import pytest
 import yaml
 
+from ceems.common.asgiguard import Guard
 from ceems.common.config import ConfigError, parse_config
 from ceems.common.httpconfig import HttpClientConfig
+from ceems.common.webconfig import WebConfig
 from ceems.lb import cli
 from ceems.lb.backends import Backend, Pool, Pools, async_client, redact
 from ceems.lb.config import BackendConfig, LbConfig, Strategy
@@ -792,6 +795,23 @@ def test_the_deploy_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMETHEUS_PASSWORD", "pw")
     config = parse_config(example.read_text(), LbConfig, str(example), expand_env_vars=True)
     assert config.has_tsdb()
+
+
+# ---- what uvicorn serves -----------------------------------------------------------------------
+
+
+def test_the_app_is_served_without_a_guard_when_the_web_config_has_no_users() -> None:
+    app = cli.build_app(
+        LbConfig.model_validate({
+            "ceems_lb": {"backends": [{"id": "c", "tsdb": [{"web": {"url": "http://h:9"}}]}]},
+            "ceems_api_server": {"web": {"url": "http://api:9020"}},
+        })
+    )  # fmt: skip
+    assert cli.asgi_app(app, WebConfig()) is app
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+    guarded = cli.asgi_app(app, WebConfig(basic_auth_users={"admin": hashed}))
+    assert isinstance(guarded, Guard) and guarded.app is app and guarded.auth
+    asyncio.run(app.close())
 
 
 # ---- ceems_lb refusing to start --------------------------------------------------------------

@@ -68,6 +68,8 @@ class Server:
     tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     accepted: int = 0
+    holding: int = 0  # requests a script holds right now (`held`)
+    most_held: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
 
@@ -439,6 +441,157 @@ def test_the_limit_queues_requests() -> None:
             await client.close()
 
     run(scenario)
+
+
+def held(delay: float) -> Script:
+    """Answer 200 after `delay` seconds, counting the requests held at once."""
+
+    async def script(server: Server, request: Request, writer: asyncio.StreamWriter) -> bool:
+        server.holding += 1
+        server.most_held = max(server.most_held, server.holding)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            server.holding -= 1
+        writer.write(OK)
+        return True
+
+    return script
+
+
+def test_the_limit_caps_requests_in_flight() -> None:
+    async def scenario() -> None:
+        async with Server(held(0.05)) as server:
+            client = Http1Pool(HttpClientConfig(url=server.url), limit=2)
+            answers = await asyncio.gather(*(get(client) for _ in range(7)))
+            assert [a.status for a in answers] == [200] * 7
+            assert server.most_held == 2
+            assert client._busy == 0 and not client._queue  # every slot given back
+            await client.close()
+
+    run(scenario)
+
+
+def test_waiting_for_a_slot_counts_toward_the_timeout() -> None:
+    async def scenario() -> None:
+        async with Server(held(0.15)) as server:
+            client = Http1Pool(HttpClientConfig(url=server.url, timeout=0.25), limit=1)
+            first, second = await asyncio.gather(get(client), get(client), return_exceptions=True)
+            # the second waited 0.15 s for the slot, then 0.15 s more for its answer
+            assert isinstance(first, Answer) and first.status == 200
+            assert isinstance(second, TimeoutError)
+            assert client._busy == 0 and not client._queue
+            assert (await get(client)).status == 200  # the slot was not lost
+            await client.close()
+
+    run(scenario)
+
+
+def test_a_request_cancelled_in_the_queue_gives_no_slot_away() -> None:
+    async def scenario() -> None:
+        async with Server(held(0.1)) as server:
+            client = Http1Pool(HttpClientConfig(url=server.url), limit=1)
+            first = asyncio.ensure_future(get(client))
+            await asyncio.sleep(0.02)
+            queued = asyncio.ensure_future(get(client))
+            await asyncio.sleep(0.02)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            assert (await first).status == 200
+            assert client._busy == 0 and not client._queue
+            assert (await get(client)).status == 200
+            await client.close()
+
+    run(scenario)
+
+
+def test_a_slot_handed_to_a_cancelled_request_is_passed_on() -> None:
+    async def scenario() -> None:
+        async with Server() as server:
+            client = Http1Pool(HttpClientConfig(url=server.url), limit=1)
+            client._busy = 1  # the only slot taken
+            queued = asyncio.ensure_future(get(client))
+            behind = asyncio.ensure_future(get(client))
+            await asyncio.sleep(0)
+            assert len(client._queue) == 2
+            client._release()  # hands the slot to `queued`...
+            queued.cancel()  # ...cancelled before it could run
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            assert (await behind).status == 200  # it got the slot `queued` passed on
+            assert client._busy == 0 and not client._queue
+            await client.close()
+
+    run(scenario)
+
+
+def test_each_request_times_out_after_its_own_deadline() -> None:
+    async def never(server: Server, request: Request, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async def timed(client: Http1Pool) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await get(client)
+        return loop.time() - started
+
+    async def scenario() -> None:
+        async with Server(never) as server:
+            client = pool(server.url, timeout=0.2)
+            first = asyncio.ensure_future(timed(client))
+            await asyncio.sleep(0.1)
+            # armed for the first deadline, the timer is armed again for this one
+            second = await timed(client)
+            assert 0.19 <= await first < 0.35
+            assert 0.19 <= second < 0.35
+            assert server.accepted == 2  # both connections dropped, none reused
+            assert not client._open and not client._idle and not client._deadlines
+            await client.close()
+
+    run(scenario)
+
+
+def test_an_answer_in_time_leaves_its_connection_reusable() -> None:
+    async def scenario() -> None:
+        async with Server(held(0.05)) as server:
+            client = pool(server.url, timeout=0.2)
+            for _ in range(3):
+                assert (await get(client)).status == 200
+                await asyncio.sleep(0.1)  # past earlier requests' deadlines
+            assert server.accepted == 1
+            assert not client._deadlines
+            await client.close()
+
+    run(scenario)
+
+
+def test_a_closed_pool_times_out_in_another_event_loop() -> None:
+    async def never(server: Server, request: Request, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    client = pool("http://127.0.0.1:1", timeout=0.2)
+
+    async def fast() -> None:
+        async with Server() as server:
+            client.port = server.port
+            assert (await get(client)).status == 200  # arms the timer in this loop
+            await client.close()
+
+    async def slow() -> None:
+        async with Server(never) as server:
+            client.port = server.port
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(get(client), 2)
+            assert loop.time() - started < 1  # its own timeout, not wait_for's
+
+    run(fast)
+    run(slow)
 
 
 # ---- TLS -----------------------------------------------------------------------------------------

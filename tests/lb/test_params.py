@@ -274,3 +274,31 @@ def test_encoding_matches_urlencode() -> None:
             for _ in range(rng.randint(0, 4))
         ]  # fmt: skip
         assert Params(pairs, None).query_string() == urlencode(pairs).encode()
+
+
+def test_read_params_forwards_what_encode_pairs_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # read_params re-encodes each field as it parses it (and remembers fields): what it
+    # forwards must be exactly what encoding the parsed pairs again gives, cached or not.
+    rng = random.Random(11)
+    alphabet = [*"ab=+%2BCc3F/:", "%7B", "%22", "%C3%A9", "%20", "%2F", "~", "*", "%"]
+    for limit in (CACHED_COMPONENT, 0):
+        monkeypatch.setattr(params_module, "CACHED_COMPONENT", limit)
+        for _ in range(2000):
+            raw = "&".join(
+                "".join(rng.choices(alphabet, k=rng.randint(0, 10)))
+                for _ in range(rng.randint(0, 4))
+            ).encode()
+            try:
+                params = read_params(raw, "POST", FORM_TYPE, raw)
+            except BadParamsError:
+                continue
+            assert params == Params(params.url, params.form)
+            assert params.query_string() == Params(params.url, None).query_string()
+            assert params.body() == Params(params.form or [], None).query_string()
+            assert params.query_string() == urlencode(params.url).encode()
+
+
+def test_a_field_that_cannot_be_decoded_is_refused_every_time() -> None:
+    for _ in range(2):  # a decoding error is never remembered as a result
+        with pytest.raises(BadParamsError, match="not valid UTF-8"):
+            read_params(b"query=%E2%9C", "GET", "", b"")

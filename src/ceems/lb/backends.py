@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -73,19 +73,21 @@ class Backend:
         """The URL without credentials."""
         return redact(self.config.web.url)
 
-    async def exchange(
+    def exchange(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> Answer:
+    ) -> Awaitable[Answer]:
         """Send one request (`target`: encoded path and query) and read the whole answer.
 
         Raises ConnectError (cannot connect), DisconnectedError (dropped or broken answer)
-        or TimeoutError (no answer within the backend's timeout).
+        or TimeoutError (no answer within the backend's timeout). Not a coroutine itself:
+        it hands over the client's, one frame less per request.
         """
         if self.config.web.proxy_url:
-            return await self._via_proxy(method, target, headers, body)
-        if self._pool is None:
-            self._pool = Http1Pool(self.config.web)
-        return await self._pool.request(method, target, headers, body)
+            return self._via_proxy(method, target, headers, body)
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = Http1Pool(self.config.web)
+        return pool.request(method, target, headers, body)
 
     async def _via_proxy(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes

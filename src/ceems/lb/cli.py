@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ceems import __version__
 from ceems.common.asgiguard import Guard
@@ -101,6 +102,16 @@ def build_app(config: LbConfig) -> LbApp:
     return LbApp(config, ownership, pools)
 
 
+def asgi_app(app: LbApp, web: WebConfig) -> ASGIApp:
+    """What uvicorn serves: `app` behind basic auth when the web config has users.
+
+    Without users the guard would only pass every request on (the LB sets no concurrency
+    cap): one coroutine less per request.
+    """
+    auth = BasicAuth(web.basic_auth_users)
+    return Guard(app, auth, None) if auth else app
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Load the config, bind the listeners, serve until SIGINT/SIGTERM."""
     options = build_parser().parse_args(argv)
@@ -131,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ceems_lb: {err}", file=sys.stderr)
         return 1
     uv_config = uvicorn.Config(
-        Guard(app, BasicAuth(web.basic_auth_users), None),
+        asgi_app(app, web),
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -133,7 +133,7 @@ async def forward(
     `headers` are the client's, as `request_headers` keeps them.
     """
     tried: list[Backend] = []
-    failure = BackendUnavailableError(503, f"no live backend for cluster {pool.cluster_id!r}")
+    failure: BackendUnavailableError | None = None  # made when needed: most requests succeed
     target = target_of(path, query_string)
     for _ in range(2):
         backend = pool.pick(exclude=tried, oldest_s=oldest_s)
@@ -161,4 +161,6 @@ async def forward(
             failure = BackendUnavailableError(status, f"{backend.name} unavailable")
             continue
         return _response(backend, status, answer_headers, content, path)
+    if failure is None:
+        failure = BackendUnavailableError(503, f"no live backend for cluster {pool.cluster_id!r}")
     raise failure

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
 import socket
 import ssl
 import time
@@ -54,6 +56,9 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight."""
 
     def __init__(self) -> None:
+        # Made by create_connection in the running loop. Kept: get_running_loop() costs a
+        # getpid() system call per call on Python 3.11.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Answer] | None = None
@@ -143,6 +148,12 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(err)
         self.close()
 
+    def time_out(self) -> None:
+        """Fail the request in flight with TimeoutError; its answer may still come, so the
+        connection is closed (unless the answer is whole already: it is returned)."""
+        if self.waiter is not None and not self.waiter.done():
+            self._fail(TimeoutError())
+
     def close(self) -> None:
         """Close the connection; it is never reused."""
         self.reusable = False
@@ -150,15 +161,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(self, request: bytes, head_request: bool) -> Answer:
-        """Send one request and wait for its whole answer."""
+    def send(self, request: bytes, head_request: bool) -> asyncio.Future[Answer]:
+        """Send one request; the future is its whole answer. (A plain function, not a
+        coroutine: one frame less to create and resume per request.)"""
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter = self.loop.create_future()
         self.head_request = head_request
         self.received = False
         self.reusable = False
         self.transport.write(request)
-        return await self.waiter
+        return waiter
 
 
 def _tls_context(web: HttpClientConfig) -> ssl.SSLContext:
@@ -208,8 +220,21 @@ class Http1Pool:
         self.fixed = b"".join(_header_line(k, v) for k, v in configured.items())
         self.fixed_names = frozenset(k.lower().encode() for k in configured)
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(limit)
         self._open: set[_Connection] = set()
+        # The concurrency cap: requests holding a slot, and those queued for one (FIFO, as
+        # asyncio.Semaphore) once all `limit` are taken.
+        self.limit = limit
+        self._busy = 0
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Deadlines of the exchanges in flight, and the one timer that enforces them. An
+        # asyncio.timeout per request cost a Timeout object, a timer made and cancelled
+        # (a libuv handle with uvloop) and task bookkeeping: a measurable part of what the
+        # LB adds to a request. Here a request costs a dict entry; the timer, armed for the
+        # earliest deadline and never cancelled, fires about once per `timeout_s`.
+        self._deadlines: dict[_Connection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def _request(
         self, method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
@@ -260,17 +285,34 @@ class Http1Pool:
         """One request; `target` is the encoded path and query (the URL's path is prefixed).
 
         Raises ConnectError, DisconnectedError, or TimeoutError after the backend's timeout
-        (connecting, sending and reading together, as aiohttp's total timeout).
+        (waiting for a slot, connecting, sending and reading together, as aiohttp's total
+        timeout); a connection that timed out is closed, never reused.
         """
         request = self._request(method, target, headers, body)
-        async with asyncio.timeout(self.timeout_s), self._slots:
+        # When the timeout started: now. Read from the loop only when first needed; on the
+        # usual path that is the idle connection's loop (asyncio.get_running_loop() costs a
+        # getpid() system call on Python 3.11).
+        deadline: float | None = None
+        if self._busy < self.limit:
+            self._busy += 1  # the usual case: a slot is free (none are queued then)
+        else:
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
+            async with asyncio.timeout_at(deadline):
+                await self._queued()
+        try:
             connection = self._reuse()
             reused = connection is not None
             for _ in range(2):
                 if connection is None:
-                    connection = await self._connect()
+                    if deadline is None:
+                        deadline = asyncio.get_running_loop().time() + self.timeout_s
+                    async with asyncio.timeout_at(deadline):  # a new connection: rare
+                        connection = await self._connect()
+                elif deadline is None:
+                    deadline = connection.loop.time() + self.timeout_s
+                sent = connection
                 try:
-                    answer = await connection.exchange(request, method == "HEAD")
+                    answer = await self._exchange(sent, request, method, deadline)
                 except DisconnectedError:
                     self._discard(connection)
                     # A kept-alive connection the server closed as we wrote: send it again
@@ -282,16 +324,83 @@ class Http1Pool:
                 except BaseException:
                     self._discard(connection)  # a timeout or cancel: its answer may still come
                     raise
+                finally:
+                    self._deadlines.pop(sent, None)
                 if connection.reusable:
                     connection.idle_since = time.monotonic()
                     self._idle.append(connection)
                 else:
                     self._discard(connection)
                 return answer
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable")
+        finally:
+            self._release()
+
+    # -- the concurrency cap --
+
+    async def _queued(self) -> None:
+        """Wait for a slot; the one who frees it hands it over (`_busy` stays the same)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # a release may have dropped it
+                    self._queue.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        # Waiters are queued only while every slot is taken, so a free slot means none wait.
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the next in line
+                return
+        self._busy -= 1
+
+    # -- the timeout of exchanges --
+
+    def _exchange(
+        self, connection: _Connection, request: bytes, method: str, deadline: float
+    ) -> asyncio.Future[Answer]:
+        """Send the request; its answer, failed with TimeoutError at `deadline`."""
+        answer = connection.send(request, method == "HEAD")
+        self._deadlines[connection] = deadline
+        loop = connection.loop
+        if self._timer is None or deadline < self._timer_at or self._timer_loop is not loop:
+            self._arm(loop, deadline)
+        return answer
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire, loop)
+        self._timer_at = when
+        self._timer_loop = loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the exchanges past their deadline; re-arm for the earliest left."""
+        self._timer = None
+        now = loop.time()
+        earliest: float | None = None
+        for connection, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[connection]
+                connection.time_out()
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._arm(loop, earliest)
 
     async def close(self) -> None:
         """Close every connection."""
         for connection in list(self._open):
             self._discard(connection)
         self._idle.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -59,6 +59,13 @@ def named_clusters(path: str, params: Params) -> frozenset[str]:
 
 def oldest_time(path: str, params: Params, now: float) -> float:
     """Unix time of the oldest sample asked for: `start`, else `time`, else now."""
+    found = requested_time(params)
+    return now if found is None else found
+
+
+def requested_time(params: Params) -> float | None:
+    """`start`, else `time`, as Unix time; None without either, or when unreadable (the
+    backend will refuse it): a function of the parameters alone, unlike `oldest_time`."""
     for name in ("start", "time"):
         values = params.values(name)
         if values:
@@ -68,5 +75,5 @@ def oldest_time(path: str, params: Params, now: float) -> float:
                 try:
                     return datetime.fromisoformat(values[0].replace("Z", "+00:00")).timestamp()
                 except ValueError:
-                    return now  # the backend will refuse it
-    return now
+                    return None
+    return None
