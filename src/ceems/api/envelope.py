@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
 from starlette.responses import Response
 
 from ceems.api.render import encode
+
+# Bodies shorter than this go out as they are.
+GZIP_MINIMUM_BYTES = 1024
+# Level 2: a 500-unit list (446 kB) compresses to 35 kB in 1.0 ms, against 30 kB in 2.4 ms
+# at level 5 and 27 kB in 5.6 ms at 9; the time is the request's, the bytes few.
+GZIP_LEVEL = 2
 
 
 class ErrorType(StrEnum):
@@ -71,16 +78,32 @@ def success(items: Iterable[str] | None) -> Response:
     return _json_response("".join(('{"status":"success","data":[', ",".join(items), "]}\n")), 200)
 
 
-def success_encoded(items: Sequence[bytes]) -> Response:
-    """`success` of objects already encoded as UTF-8."""
+def success_body(items: Sequence[bytes]) -> bytes:
+    """The body of `success` for objects already encoded as UTF-8."""
     if not items:
-        return _json_response(b'{"status":"success","data":[]}\n', 200)
+        return b'{"status":"success","data":[]}\n'
     # The envelope's head and tail go onto the first and last object, so that the body is
     # made in one join: one buffer of the answer's size, not three.
     parts = list(items)
     parts[0] = b'{"status":"success","data":[' + parts[0]
     parts[-1] += b"]}\n"
-    return _json_response(b",".join(parts), 200)
+    return b",".join(parts)
+
+
+def gzip_body(body: bytes) -> bytes:
+    """`body` in the gzip format, as the gzip middleware writes it."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
+def json_body(body: bytes, gzipped: bool) -> Response:
+    """200 with a finished JSON body, gzip'd already when `gzipped` (the gzip middleware
+    passes a response with a Content-Encoding through untouched)."""
+    response = _json_response(body, 200)
+    if gzipped:
+        response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
+    return response
 
 
 def failure(error_type: ErrorType, message: str, status_code: int | None = None) -> Response:

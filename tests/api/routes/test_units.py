@@ -53,6 +53,22 @@ async def test_the_envelope_around_none_one_and_several_units(api: Api) -> None:
     assert again.text == several.text
 
 
+async def test_long_answers_are_gzipped_for_clients_that_ask(api: Api) -> None:
+    params = {"uuid": "1001"}
+    for _ in range(2):  # made, then kept
+        packed = await api.get("units", "alice", params, {"Accept-Encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.headers["vary"] == "Accept-Encoding"
+        assert int(packed.headers["content-length"]) < len(packed.content)  # inflated by httpx
+        assert packed.text == '{"status":"success","data":[' + UNIT_1001 + "]}\n"
+        plain = await api.get("units", "alice", params, {"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.text == packed.text
+    gzip = {"Accept-Encoding": "gzip"}
+    short = await api.get("units", "alice", {**params, "field": "uuid"}, gzip)
+    assert "content-encoding" not in short.headers  # under GZIP_MINIMUM_BYTES
+
+
 async def test_running_unit_has_no_end_and_elapsed_until_now(api: Api) -> None:
     response = await api.get("units", "alice", {"uuid": "vm-a"})
     (unit,) = response.json()["data"]

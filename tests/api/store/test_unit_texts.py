@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Sequence
 from datetime import tzinfo
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from ceems.api import rendercache
+from ceems.api.envelope import GZIP_MINIMUM_BYTES, success_body
 from ceems.api.render import UNIT_FIELDS, unit_columns, unit_renderer
 from ceems.api.rendercache import UnitTexts
 from ceems.api.store.queries import UnitFilter, fetch_unit_rows, unit_dicts
@@ -185,3 +187,111 @@ def test_request_threads_share_it(writer: StoreWriter, engine: sa.Engine) -> Non
 def test_a_negative_capacity_is_refused() -> None:
     with pytest.raises(ValueError, match="capacity must be >= 0"):
         UnitTexts(-1)
+
+
+def answer(
+    engine: sa.Engine,
+    cache: UnitTexts,
+    fields: Sequence[str] = UNIT_FIELDS,
+    gzip: bool = False,
+    now: int = NOW,
+) -> tuple[bytes, bool]:
+    """The whole /units body through the cache, checked against one made afresh."""
+    with engine.connect() as conn:
+        found = fetch_unit_rows(conn, EVERYONE, unit_columns(fields))
+    body, gzipped = cache.answer(found, fields, PARIS, now, gzip)
+    fresh = success_body([text.encode() for text in texts(engine, UnitTexts(0), fields, now=now)])
+    assert (zlib.decompress(body, 16 + zlib.MAX_WBITS) if gzipped else body) == fresh
+    return body, gzipped
+
+
+def answer_hits(registry: CollectorRegistry) -> float:
+    hits = registry.get_sample_value("ceems_api_server_units_cache_answer_hits_total")
+    assert hits is not None
+    return hits
+
+
+def test_the_same_rows_get_the_same_answer_whole(writer: StoreWriter, engine: sa.Engine) -> None:
+    commit(writer, finished("1"), finished("2"))
+    registry = CollectorRegistry()
+    cache = UnitTexts(100, registry)
+    first, _ = answer(engine, cache)
+    assert answer_hits(registry) == 0 and counts(registry) == (0, 2)
+    again, _ = answer(engine, cache)
+    assert again is first  # the kept bytes themselves
+    assert answer_hits(registry) == 1 and counts(registry) == (2, 2)
+
+
+def test_one_changed_unit_makes_a_new_answer(writer: StoreWriter, engine: sa.Engine) -> None:
+    commit(writer, finished("1"), finished("2"), finished("3"))
+    registry = CollectorRegistry()
+    cache = UnitTexts(100, registry)
+    before, _ = answer(engine, cache)
+    # The middle unit changes: same count, same first and last rows, another list.
+    commit(writer, finished("2", energy=0.25), at=NOW + 900_000)
+    after, _ = answer(engine, cache)
+    assert after != before and b'"total_cpu_energy_usage_kwh":{"total":0.75000000}' in after
+    assert answer_hits(registry) == 0
+    assert counts(registry) == (2, 4)  # units 1 and 3 still came from their kept texts
+
+
+def test_gzip_is_kept_beside_the_plain_body(writer: StoreWriter, engine: sa.Engine) -> None:
+    commit(writer, *(finished(str(i)) for i in range(10)))
+    registry = CollectorRegistry()
+    cache = UnitTexts(100, registry)
+    plain, gzipped = answer(engine, cache)
+    assert not gzipped
+    packed, gzipped = answer(engine, cache, gzip=True)  # asserts it inflates to `plain`
+    assert gzipped and len(packed) < len(plain)
+    again, _ = answer(engine, cache, gzip=True)
+    assert again is packed
+    small, gzipped = answer(engine, cache, ["uuid"], gzip=True)
+    assert not gzipped and len(small) < GZIP_MINIMUM_BYTES  # not worth compressing
+
+
+def test_running_units_with_elapsed_are_never_answered_whole(
+    writer: StoreWriter, engine: sa.Engine
+) -> None:
+    commit(writer, finished("1"), window("2", 60.0, 50.0, 0.5))  # 2 still runs
+    registry = CollectorRegistry()
+    cache = UnitTexts(100, registry)
+    answer(engine, cache, now=NOW)
+    answer(engine, cache, now=NOW + 60_000)  # asserts that elapsed moved on
+    assert answer_hits(registry) == 0
+    no_elapsed = [f for f in UNIT_FIELDS if f != "elapsed"]
+    answer(engine, cache, no_elapsed)
+    answer(engine, cache, no_elapsed, now=NOW + 120_000)
+    assert answer_hits(registry) == 1
+
+
+def test_answers_keep_to_half_the_capacity(writer: StoreWriter, engine: sa.Engine) -> None:
+    commit(writer, *(finished(str(i)) for i in range(3)))
+    registry = CollectorRegistry()
+    cache = UnitTexts(10, registry)  # answers up to 5 units in all
+    plans = [["uuid"], ["uuid", "state"], ["uuid", "name"]]  # 3 units each
+    for fields in plans:
+        answer(engine, cache, fields)
+    answer(engine, cache, plans[2])  # the newest is kept
+    answer(engine, cache, plans[0])  # pushed out by the second
+    assert answer_hits(registry) == 1
+    answer(engine, cache, plans[0])
+    assert answer_hits(registry) == 2
+    larger = UnitTexts(4, CollectorRegistry())  # 3 units > 4 // 2: never kept whole
+    for _ in range(2):
+        answer(engine, larger)
+    assert len(larger._answers) == 0
+
+
+def test_rows_with_converted_columns_are_not_answered_whole(
+    writer: StoreWriter, engine: sa.Engine
+) -> None:
+    commit(writer, finished("1"))
+    registry = CollectorRegistry()
+    cache = UnitTexts(100, registry)
+    for _ in range(2):
+        with engine.connect() as conn:
+            found = fetch_unit_rows(conn, EVERYONE)  # every column: `ignore` makes them Rows
+        assert type(found.rows[0]) is not tuple
+        body, _ = cache.answer(found, UNIT_FIELDS, PARIS, NOW, False)
+        assert body == answer(engine, UnitTexts(0))[0]
+    assert answer_hits(registry) == 0 and len(cache._answers) == 0

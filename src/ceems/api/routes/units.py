@@ -6,7 +6,7 @@
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ceems.api.auth import Auth
@@ -15,8 +15,8 @@ from ceems.api.envelope import (
     NO_OWNERSHIP,
     ApiError,
     ErrorType,
+    json_body,
     success,
-    success_encoded,
 )
 from ceems.api.render import UNIT_FIELDS, unit_columns
 from ceems.api.routes.context import (
@@ -48,6 +48,7 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
     router = APIRouter(tags=["units"])
 
     def list_units(
+        request: Request,
         owners: Sequence[str],
         members_of: Sequence[str],
         cluster_id: Sequence[str],
@@ -72,7 +73,10 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
         )
         with ctx.engine.connect() as conn:
             found = fetch_unit_rows(conn, flt, unit_columns(fields))
-        return success_encoded(ctx.unit_texts.render(found, fields, zone, ctx.now_ms()))
+        # Compressed here, in the request's worker thread, so that a kept answer is kept
+        # compressed too (the gzip middleware lets a Content-Encoding through).
+        gzip = "gzip" in request.headers.get("accept-encoding", "")
+        return json_body(*ctx.unit_texts.answer(found, fields, zone, ctx.now_ms(), gzip))
 
     @router.get(
         "/units",
@@ -82,6 +86,7 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
         description=_WINDOW_DOC,
     )
     def units(
+        request: Request,
         user: Annotated[str, Depends(auth.current_user)],
         cluster_id: ClusterIds = None,
         uuid: Uuids = None,
@@ -94,7 +99,7 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
     ) -> Response:
         # A user sees the units of every project they belong to, not only their own.
         return list_units(
-            (), [user], cluster_id or (), uuid or (), project or (), running, from_, to,
+            request, (), [user], cluster_id or (), uuid or (), project or (), running, from_, to,
             timezone, field,
         )  # fmt: skip
 
@@ -106,6 +111,7 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
         description=_WINDOW_DOC + " `user` selects owners (default: everyone).",
     )
     def units_admin(
+        request: Request,
         _: Annotated[str, Depends(auth.admin_user)],
         cluster_id: ClusterIds = None,
         uuid: Uuids = None,
@@ -118,8 +124,8 @@ def build_router(ctx: ServerContext, auth: Auth) -> APIRouter:
         field: Fields = None,
     ) -> Response:
         return list_units(
-            user or (), (), cluster_id or (), uuid or (), project or (), running, from_, to,
-            timezone, field,
+            request, user or (), (), cluster_id or (), uuid or (), project or (), running,
+            from_, to, timezone, field,
         )  # fmt: skip
 
     @router.get(

@@ -8,6 +8,7 @@ in the window, and a user sees the usage of every project they are a member of.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,14 +82,30 @@ class Stat:
 
 def projects_of(conn: sa.Connection, names: Sequence[str]) -> dict[str, list[str]]:
     """Projects these users belong to, per cluster (one indexed lookup in memberships)."""
-    m = memberships
-    rows = conn.execute(
-        sa.select(m.c.cluster_id, m.c.project).distinct().where(m.c.username.in_(names))
-    )
+    rows = conn.execute(_projects_statement(len(names)), _numbered("user", names, {}))
     found: dict[str, list[str]] = {}
     for cluster_id, project in rows:
         found.setdefault(cluster_id, []).append(project)
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _projects_statement(count: int) -> sa.Select[Any]:
+    m = memberships
+    names = _in_numbered(m.c.username, "user", count)
+    return sa.select(m.c.cluster_id, m.c.project).distinct().where(names)
+
+
+def _numbered(prefix: str, values: Iterable[Any], params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with `values` added as `prefix_0`, `prefix_1`, ..."""
+    params.update((f"{prefix}_{i}", value) for i, value in enumerate(values))
+    return params
+
+
+def _in_numbered(column: sa.ColumnElement[Any], prefix: str, count: int) -> sa.ColumnElement[bool]:
+    """`column IN (:prefix_0, ..)`: one parameter per value, so that the statement is
+    complete SQL that can be kept and run again with other values."""
+    return column.in_([sa.bindparam(f"{prefix}_{i}", type_=column.type) for i in range(count)])
 
 
 def _in_projects(table: sa.Table, projects: Mapping[str, Sequence[str]]) -> sa.ColumnElement[bool]:
@@ -115,11 +132,13 @@ def _member_of(table: sa.Table, names: Sequence[str]) -> sa.Exists:
     )
 
 
-def _ended_in(window: TimeWindow, running: bool) -> sa.ColumnElement[bool]:
+def _ended_in(
+    from_ms: int | sa.BindParameter[Any], to_ms: int | sa.BindParameter[Any], running: bool
+) -> sa.ColumnElement[bool]:
+    """Units that ended in [from_ms, to_ms] (values or parameters), and running ones if
+    `running`."""
     # `ended_at_ts > 0` first: a window starting at the epoch must not take running units.
-    ended = sa.and_(
-        units.c.ended_at_ts > 0, units.c.ended_at_ts.between(window.from_ms, window.to_ms)
-    )
+    ended = sa.and_(units.c.ended_at_ts > 0, units.c.ended_at_ts.between(from_ms, to_ms))
     return sa.or_(ended, units.c.ended_at_ts == 0) if running else ended
 
 
@@ -149,7 +168,7 @@ def fetch_unit_rows(
     """The rows fetch_units decodes: `columns` (all when None), JSON columns last."""
     names = unit_row_columns(columns)
     plain = sum(1 for name in names if name not in _JSON_UNIT_COLUMNS)
-    result = conn.execute(select_units(conn, flt, names))
+    result = conn.execute(*unit_query(conn, flt, names))
     if _PROCESSED_UNIT_COLUMNS.isdisjoint(names):
         # Nothing for SQLAlchemy to convert: the driver's own tuples, without building a
         # Row for each (a third of the query's time on 500 units; Rows compare slowly too).
@@ -189,34 +208,118 @@ def fetch_units(
 
 
 def select_units(conn: sa.Connection, flt: UnitFilter, names: Sequence[str]) -> sa.Select[Any]:
-    """The statement fetch_units runs (it looks the members' projects up first); JSON
-    columns come back as text."""
+    """The statement fetch_units runs, its values bound (it looks the members' projects
+    up first); JSON columns come back as text."""
+    statement, params = unit_query(conn, flt, names)
+    return statement.params(params)
+
+
+class _UnitShape(NamedTuple):
+    """What a unit statement is built from: the columns and how many values each filter
+    has, never the values themselves."""
+
+    dialect: str
+    names: tuple[str, ...]
+    users: int
+    members: int
+    # With members: how many of their projects there are in each of their clusters.
+    member_projects: tuple[int, ...]
+    cluster_ids: int
+    projects: int
+    uuids: int
+    window: bool
+    running: bool
+
+
+def unit_query(
+    conn: sa.Connection, flt: UnitFilter, names: Sequence[str]
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The statement fetch_units runs and its parameters' values.
+
+    Statements are kept per shape (`_UnitShape`) and run with other values: building one
+    and deriving SQLAlchemy's cache key from it cost a quarter of the query on a list of
+    500 units; a kept statement keeps its key.
+    """
+    params: dict[str, Any] = {}
+    member_projects: tuple[int, ...] = ()
+    if flt.members_of:
+        mine = projects_of(conn, flt.members_of)
+        if flt.cluster_ids:
+            mine = {c: p for c, p in mine.items() if c in flt.cluster_ids}
+        clusters = sorted(mine.items())
+        member_projects = tuple(len(p) for _, p in clusters)
+        for k, (cluster_id, names_in) in enumerate(clusters):
+            params[f"member_cluster_{k}"] = cluster_id
+            _numbered(f"member_project_{k}", sorted(names_in), params)
+    window = flt.window is not None and not flt.uuids
+    if window:
+        assert flt.window is not None
+        params["from_ms"], params["to_ms"] = flt.window.from_ms, flt.window.to_ms
+    for prefix, values in (
+        ("user", flt.users),
+        ("member", flt.members_of),
+        ("cluster", flt.cluster_ids),
+        ("project", flt.projects),
+        ("uuid", flt.uuids),
+    ):
+        _numbered(prefix, values, params)
+    shape = _UnitShape(
+        conn.dialect.name, tuple(names), len(flt.users), len(flt.members_of), member_projects,
+        len(flt.cluster_ids), len(flt.projects), len(flt.uuids), window, flt.running,
+    )  # fmt: skip
+    if len(params) > _KEPT_PARAMS:
+        # Long lists of uuids or projects: rare, and many such statements would be large.
+        return _build_unit_statement(shape), params
+    return _unit_statement(shape), params
+
+
+# Statements with more parameters than this are built afresh every time.
+_KEPT_PARAMS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_statement(shape: _UnitShape) -> sa.Select[Any]:
+    return _build_unit_statement(shape)
+
+
+def _build_unit_statement(shape: _UnitShape) -> sa.Select[Any]:
     t = units
     # SQLite stores JSON as text already; PostgreSQL's JSONB is cast (its canonical text).
-    as_text = sa.type_coerce if conn.dialect.name == "sqlite" else sa.cast
-    selected = [as_text(t.c[n], sa.Text) if n in _JSON_UNIT_COLUMNS else t.c[n] for n in names]
+    as_text = sa.type_coerce if shape.dialect == "sqlite" else sa.cast
+    selected = [
+        as_text(t.c[n], sa.Text) if n in _JSON_UNIT_COLUMNS else t.c[n] for n in shape.names
+    ]
     stmt = sa.select(*selected).where(t.c.ignore == sa.false())
-    if flt.users:
-        stmt = stmt.where(t.c.username.in_(flt.users))
-    if flt.members_of:
+    if shape.users:
+        stmt = stmt.where(_in_numbered(t.c.username, "user", shape.users))
+    if shape.members:
         # The cluster restriction goes inside each OR term: a separate `cluster_id IN`
         # makes SQLite walk every unit of the cluster instead of the user's and projects'.
-        mine = projects_of(conn, flt.members_of)
-        own: sa.ColumnElement[bool] = t.c.username.in_(flt.members_of)
-        if flt.cluster_ids:
-            own = sa.and_(t.c.cluster_id.in_(flt.cluster_ids), own)
-            mine = {c: p for c, p in mine.items() if c in flt.cluster_ids}
-        stmt = stmt.where(sa.or_(own, _in_projects(t, mine)))
-    elif flt.cluster_ids:
-        stmt = stmt.where(t.c.cluster_id.in_(flt.cluster_ids))
-    if flt.projects:
-        stmt = stmt.where(t.c.project.in_(flt.projects))
-    if flt.uuids:
+        own = _in_numbered(t.c.username, "member", shape.members)
+        if shape.cluster_ids:
+            own = sa.and_(_in_numbered(t.c.cluster_id, "cluster", shape.cluster_ids), own)
+        # The row's project is one of the members' in its cluster, spelled out as in
+        # _in_projects (each term an index lookup).
+        mine = [
+            sa.and_(
+                t.c.cluster_id == sa.bindparam(f"member_cluster_{k}", type_=t.c.cluster_id.type),
+                _in_numbered(t.c.project, f"member_project_{k}", count),
+            )
+            for k, count in enumerate(shape.member_projects)
+        ]
+        stmt = stmt.where(sa.or_(own, *mine))
+    elif shape.cluster_ids:
+        stmt = stmt.where(_in_numbered(t.c.cluster_id, "cluster", shape.cluster_ids))
+    if shape.projects:
+        stmt = stmt.where(_in_numbered(t.c.project, "project", shape.projects))
+    if shape.uuids:
         # A lookup by uuid is not bounded by the window (CEEMS skips it too).
-        stmt = stmt.where(t.c.uuid.in_(flt.uuids))
-    elif flt.window is not None:
-        stmt = stmt.where(_ended_in(flt.window, flt.running))
-    elif flt.running:
+        stmt = stmt.where(_in_numbered(t.c.uuid, "uuid", shape.uuids))
+    elif shape.window:
+        from_ms, to_ms = (sa.bindparam(n, type_=t.c.ended_at_ts.type) for n in ("from_ms", "to_ms"))
+        ended = _ended_in(from_ms, to_ms, shape.running)
+        stmt = stmt.where(ended)
+    elif shape.running:
         stmt = stmt.where(t.c.ended_at_ts == 0)
     return stmt.order_by(t.c.cluster_id, t.c.uuid, t.c.created_at_ts)
 
@@ -389,7 +492,7 @@ def fetch_stats(
         sa.func.count(sa.distinct(t.c.username)),
     )
     if window is not None:
-        stmt = stmt.where(_ended_in(window, running=True))
+        stmt = stmt.where(_ended_in(window.from_ms, window.to_ms, running=True))
     if cluster_ids:
         stmt = stmt.where(t.c.cluster_id.in_(cluster_ids))
     stmt = stmt.group_by(t.c.cluster_id).order_by(t.c.cluster_id)
