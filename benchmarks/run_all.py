@@ -59,6 +59,7 @@ BENCHMARKS = (
     Benchmark("exporter_scrape", ("--units", "0,100,1000", "--scrapes", "100")),
     Benchmark("api_server", ("--units", "100000", "--requests", "100")),
     Benchmark("lb_overhead", ("--rounds", "50")),
+    Benchmark("lb_hop", ("--rounds", "300")),
     Benchmark(
         "stack_figures",
         ("--scrapes", "100", "--cycles", "2", "--lb-json", LB_JSON),
