@@ -35,7 +35,13 @@ from ceems.common.config import ConfigError, load_config
 from ceems.common.durations import parse_duration
 from ceems.common.flags import add_config_flags, add_log_flags, add_web_config_flag
 from ceems.common.logging import setup_logging
-from ceems.common.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+from ceems.common.webconfig import (
+    BasicAuth,
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+    uvicorn_tls_options,
+)
 from ceems.exporter.server import parse_listen_address
 
 log = logging.getLogger(__name__)
@@ -202,8 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=port,
         log_config=None,
         access_log=False,
-        ssl_certfile=str(web.tls.cert_file) if web.tls else None,
-        ssl_keyfile=str(web.tls.key_file) if web.tls else None,
+        **uvicorn_tls_options(web.tls),
     )
     log.info("listening", extra={"address": options.listen_address, "tls": web.tls is not None})
     try:

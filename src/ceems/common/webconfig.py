@@ -86,6 +86,16 @@ class TlsConfig:
         return context
 
 
+def uvicorn_tls_options(tls: TlsConfig | None) -> dict[str, Any]:
+    """uvicorn.Config's TLS arguments for `tls`: the whole `tls_server_config` (client
+    certificates, TLS versions) through `ssl_context_factory`; uvicorn's own certificate
+    options would leave `client_auth_type` and `min_version` silently unapplied."""
+    if tls is None:
+        return {}
+    context = tls.ssl_context()
+    return {"ssl_context_factory": lambda _config, _default: context}
+
+
 class BasicAuth:
     """Checks `Authorization: Basic` headers against bcrypt hashes, caching successes.
 

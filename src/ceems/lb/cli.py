@@ -17,7 +17,13 @@ from ceems.common.asgiguard import Guard
 from ceems.common.config import ConfigError, load_config
 from ceems.common.flags import add_config_flags, add_log_flags, add_web_config_flag
 from ceems.common.logging import setup_logging
-from ceems.common.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+from ceems.common.webconfig import (
+    BasicAuth,
+    WebConfig,
+    WebConfigError,
+    load_web_config,
+    uvicorn_tls_options,
+)
 from ceems.exporter.server import parse_listen_address
 from ceems.lb.app import LbApp
 from ceems.lb.backends import Pools
@@ -149,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # identity comes from the user header; client addresses are never used
         proxy_headers=False,
         server_header=False,
-        ssl_certfile=str(web.tls.cert_file) if web.tls else None,
-        ssl_keyfile=str(web.tls.key_file) if web.tls else None,
+        **uvicorn_tls_options(web.tls),
     )
     uvicorn.Server(uv_config).run(sockets=sockets)
     log.info("stopped")
