@@ -40,7 +40,7 @@ from ceems.common.webconfig import (
     WebConfig,
     WebConfigError,
     load_web_config,
-    uvicorn_tls_options,
+    uvicorn_options,
 )
 from ceems.exporter.server import parse_listen_address
 
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=port,
         log_config=None,
         access_log=False,
-        **uvicorn_tls_options(web.tls),
+        **uvicorn_options(web),
     )
     log.info("listening", extra={"address": options.listen_address, "tls": web.tls is not None})
     try:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import ssl
 import threading
@@ -55,6 +56,8 @@ _TLS_KEYS = {
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"}
 # Go cipher-suite and curve names do not map onto OpenSSL's; Python's defaults are safe, so
 # these keys are accepted for file compatibility and reported as not applied.
+# RFC 9110 field names (tokens); values go out as Latin-1 on one line.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 NOT_APPLIED_TLS_KEYS = ("cipher_suites", "prefer_server_cipher_suites", "curve_preferences")
 
 
@@ -84,16 +87,6 @@ class TlsConfig:
             context.maximum_version = TLS_VERSIONS[self.max_version]
         context.verify_mode = CLIENT_AUTH_TYPES[self.client_auth_type]
         return context
-
-
-def uvicorn_tls_options(tls: TlsConfig | None) -> dict[str, Any]:
-    """uvicorn.Config's TLS arguments for `tls`: the whole `tls_server_config` (client
-    certificates, TLS versions) through `ssl_context_factory`; uvicorn's own certificate
-    options would leave `client_auth_type` and `min_version` silently unapplied."""
-    if tls is None:
-        return {}
-    context = tls.ssl_context()
-    return {"ssl_context_factory": lambda _config, _default: context}
 
 
 class BasicAuth:
@@ -150,6 +143,18 @@ class WebConfig:
     tls: TlsConfig | None = None
     basic_auth_users: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def uvicorn_options(web: WebConfig) -> dict[str, Any]:
+    """uvicorn.Config's arguments for the web config: the whole `tls_server_config` (client
+    certificates, TLS versions) through `ssl_context_factory`, as uvicorn's own certificate
+    options would leave `client_auth_type` and `min_version` unapplied, and the
+    `http_server_config` headers on every answer."""
+    options: dict[str, Any] = {"headers": list(web.headers.items())}
+    if web.tls is not None:
+        context = web.tls.ssl_context()
+        options["ssl_context_factory"] = lambda _config, _default: context
+    return options
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -213,8 +218,16 @@ def parse_web_config(text: str, base: Path) -> WebConfig:
     http = _mapping(top.get("http_server_config"), "http_server_config")
     headers = _mapping(http.get("headers"), "http_server_config.headers")
     for name, value in headers.items():
-        if not isinstance(value, str) or "\n" in value or "\r" in value:
+        if not _HEADER_NAME.fullmatch(name):
+            raise WebConfigError(f"http_server_config.headers: {name!r} is not a header name")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
             raise WebConfigError(f"http_server_config.headers.{name}: expected a one-line string")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as err:
+            raise WebConfigError(
+                f"http_server_config.headers.{name}: only Latin-1 characters can be sent"
+            ) from err
     return WebConfig(tls=tls, basic_auth_users=users, headers=headers)
 
 

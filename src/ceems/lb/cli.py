@@ -22,7 +22,7 @@ from ceems.common.webconfig import (
     WebConfig,
     WebConfigError,
     load_web_config,
-    uvicorn_tls_options,
+    uvicorn_options,
 )
 from ceems.exporter.server import parse_listen_address
 from ceems.lb.app import LbApp
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # identity comes from the user header; client addresses are never used
         proxy_headers=False,
         server_header=False,
-        **uvicorn_tls_options(web.tls),
+        **uvicorn_options(web),
     )
     uvicorn.Server(uv_config).run(sockets=sockets)
     log.info("stopped")

@@ -1,5 +1,6 @@
-"""`tls_server_config` is applied whole by ceems_api_server and ceems_lb: client certificates
-are required and checked, and TLS versions below `min_version` are refused."""
+"""ceems_api_server and ceems_lb apply their web config whole: client certificates are
+required and checked, TLS versions below `min_version` are refused, and the
+`http_server_config` headers are on every answer."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "client_auth_type": "RequireAndVerifyClientCert",
                     "client_ca_file": "trusted.crt",
                     "min_version": "TLS13",
-                }
+                },
+                "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
             }
         )
     )
@@ -159,6 +161,7 @@ def test_a_trusted_client_certificate_is_served(
 ) -> None:
     response = httpx.get(servers[server], verify=context(tls_files, "trusted"))
     assert response.status_code == 200
+    assert response.headers["x-frame-options"] == "deny"
 
 
 @pytest.mark.parametrize("server", ["ceems_api_server", "ceems_lb"])
