@@ -61,12 +61,16 @@ def hash_password(password: str) -> str:
 
 
 def self_signed_certificate(
-    hosts: Sequence[str], validity: datetime.timedelta, key_type: str = "ecdsa"
+    hosts: Sequence[str],
+    validity: datetime.timedelta,
+    key_type: str = "ecdsa",
+    client: bool = False,
 ) -> tuple[bytes, bytes]:
     """A self-signed certificate for `hosts` and its key, both PEM.
 
-    The certificate is also a CA, so clients can trust it by naming it as their CA file.
+    The certificate is also a CA, so peers can trust it by naming it as their CA file.
     IP addresses become IP SANs, everything else DNS SANs (clients ignore the CN).
+    `client`: a TLS client's certificate (for `client_auth_type`), not a server's.
     """
     try:
         from cryptography import x509
@@ -114,7 +118,12 @@ def self_signed_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         # OpenSSL's strict verification (Python 3.13's default) wants key identifiers on CAs.
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
