@@ -223,6 +223,17 @@ def measure(
             child.wait()
 
 
+def delays(text: str) -> list[float]:
+    """`--delays`: milliseconds, comma-separated, none negative."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a list of milliseconds: {text!r}") from err
+    if any(value < 0 or value != value for value in values):
+        raise argparse.ArgumentTypeError(f"delays must be >= 0 ms: {text!r}")
+    return values
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-backend":
         serve_backend(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
@@ -232,7 +243,9 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1500)
-    parser.add_argument("--delays", default="0,2", help="backend delays in ms, comma-separated")
+    parser.add_argument(
+        "--delays", type=delays, default="0,2", help="backend delays in ms, comma-separated"
+    )
     parser.add_argument("--size", type=int, default=1000, help="answer body bytes")
     parser.add_argument(
         "--pause-ms", type=float, default=0.0, help="the client sleeps before each request"
@@ -244,8 +257,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ceems-lb-hop-") as tmp:
         work = Path(tmp)
         build_store(work / "store", 100)
-        for delay in args.delays.split(","):
-            figures += measure(float(delay), args.size, args.rounds, work, args.pause_ms)
+        for delay in args.delays:
+            figures += measure(delay, args.size, args.rounds, work, args.pause_ms)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     write_json(args.json, "lb_hop", figures)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -108,16 +108,40 @@ def _in_numbered(column: sa.ColumnElement[Any], prefix: str, count: int) -> sa.C
     return column.in_([sa.bindparam(f"{prefix}_{i}", type_=column.type) for i in range(count)])
 
 
-def _in_projects(table: sa.Table, projects: Mapping[str, Sequence[str]]) -> sa.ColumnElement[bool]:
-    """The row's project is one of `projects` in its cluster.
+def _member_projects(
+    conn: sa.Connection,
+    names: Sequence[str],
+    params: dict[str, Any],
+    cluster_ids: Sequence[str] = (),
+) -> tuple[int, ...]:
+    """The projects `names` belong to (in `cluster_ids` when given), added to `params` as
+    `member_cluster_k` and `member_project_k_i`; returns how many projects each cluster has
+    (what _in_projects is built from)."""
+    mine = projects_of(conn, names)
+    if cluster_ids:
+        mine = {c: p for c, p in mine.items() if c in cluster_ids}
+    clusters = sorted(mine.items())
+    for k, (cluster_id, names_in) in enumerate(clusters):
+        params[f"member_cluster_{k}"] = cluster_id
+        _numbered(f"member_project_{k}", sorted(names_in), params)
+    return tuple(len(p) for _, p in clusters)
+
+
+def _in_projects(table: sa.Table, counts: Sequence[int]) -> sa.ColumnElement[bool]:
+    """The row's project is one of the members' projects in its cluster (`_member_projects`'
+    parameters, `counts[k]` projects in cluster k).
 
     Spelled out as `(cluster_id = c AND project IN (...)) OR ...` rather than an EXISTS on
     memberships: each term is then an index lookup (SQLite's multi-index OR, PostgreSQL's
     bitmap OR) instead of a scan of every unit.
     """
+    cluster = table.c.cluster_id
     terms = [
-        sa.and_(table.c.cluster_id == cluster_id, table.c.project.in_(sorted(names)))
-        for cluster_id, names in sorted(projects.items())
+        sa.and_(
+            cluster == sa.bindparam(f"member_cluster_{k}", type_=cluster.type),
+            _in_numbered(table.c.project, f"member_project_{k}", count),
+        )
+        for k, count in enumerate(counts)
     ]
     return sa.or_(*terms) if terms else sa.false()
 
@@ -243,14 +267,7 @@ def unit_query(
     params: dict[str, Any] = {}
     member_projects: tuple[int, ...] = ()
     if flt.members_of:
-        mine = projects_of(conn, flt.members_of)
-        if flt.cluster_ids:
-            mine = {c: p for c, p in mine.items() if c in flt.cluster_ids}
-        clusters = sorted(mine.items())
-        member_projects = tuple(len(p) for _, p in clusters)
-        for k, (cluster_id, names_in) in enumerate(clusters):
-            params[f"member_cluster_{k}"] = cluster_id
-            _numbered(f"member_project_{k}", sorted(names_in), params)
+        member_projects = _member_projects(conn, flt.members_of, params, flt.cluster_ids)
     window = flt.window is not None and not flt.uuids
     if window:
         assert flt.window is not None
@@ -298,16 +315,7 @@ def _build_unit_statement(shape: _UnitShape) -> sa.Select[Any]:
         own = _in_numbered(t.c.username, "member", shape.members)
         if shape.cluster_ids:
             own = sa.and_(_in_numbered(t.c.cluster_id, "cluster", shape.cluster_ids), own)
-        # The row's project is one of the members' in its cluster, spelled out as in
-        # _in_projects (each term an index lookup).
-        mine = [
-            sa.and_(
-                t.c.cluster_id == sa.bindparam(f"member_cluster_{k}", type_=t.c.cluster_id.type),
-                _in_numbered(t.c.project, f"member_project_{k}", count),
-            )
-            for k, count in enumerate(shape.member_projects)
-        ]
-        stmt = stmt.where(sa.or_(own, *mine))
+        stmt = stmt.where(sa.or_(own, _in_projects(t, shape.member_projects)))
     elif shape.cluster_ids:
         stmt = stmt.where(_in_numbered(t.c.cluster_id, "cluster", shape.cluster_ids))
     if shape.projects:
@@ -436,7 +444,9 @@ def _filter_usage(
     conn: sa.Connection, stmt: sa.Select[Any], table: sa.Table, flt: UsageFilter
 ) -> sa.Select[Any]:
     if flt.members_of is not None:
-        stmt = stmt.where(_in_projects(table, projects_of(conn, flt.members_of)))
+        params: dict[str, Any] = {}
+        counts = _member_projects(conn, flt.members_of, params)
+        stmt = stmt.where(_in_projects(table, counts)).params(params)
     if flt.projects:
         stmt = stmt.where(table.c.project.in_(flt.projects))
     if flt.cluster_ids:
